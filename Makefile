@@ -1,0 +1,30 @@
+# The README's two commands. Each creates .venv on first use and installs
+# the package (editable) with what it needs, so a fresh clone with only
+# python3 and make works.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint format bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -c "import sys, visgen; assert 'tensorflow' not in sys.modules, 'import visgen pulled in TensorFlow'"
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m launch.demo --out outputs/demo
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) -m evals.bench_titok
