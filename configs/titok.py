@@ -1,0 +1,68 @@
+r"""TiTok: a 1D tokenizer, K latent tokens read out of a ViT (Yu et al. 2024).
+
+Train (paper sizes at 256 px: S-128, B-64, L-32; `tiny` is the 32 px CPU demo):
+
+  python -m launch.train --config configs/titok.py:tiny --workdir outputs/titok_tiny
+  python -m launch.train --config configs/titok.py:size=S,tokens=128,res=256,data=imagenet2012 \
+      --workdir gs://bucket/titok_s128 --config.data.data_dir=/data/tfds
+
+Variants (comma separated): `tiny`; `size=S|B|L`; `tokens=K`; `res=R`;
+`latent=vq|vae`; `data=<tfds name or folder>`; `video=T` (frames; tubelet 2).
+
+`tiny` is tuned for fast convergence on a 2-core CPU, not for quality: width
+64, depth 2, patch 4, 32 tokens, 1024 codes, batch 32, lr 2e-3 (see
+BENCHMARKS.md for its PSNR-versus-time curve). The paper sizes keep the
+official recipe's codebook (4096 x 12, L2-normalised), patch 16, AdamW 1e-4,
+beta2 0.99, weight decay 1e-4, grad clip 1.0, EMA 0.999 (batch 256 there).
+"""
+
+import ml_collections
+
+from visgen.config import base_config, parse_variant, section
+from visgen.tasks.tokenizer import TokenizerLossConfig
+from visgen.tokenizers.titok import SIZES
+
+PAPER_TOKENS = {"S": 128, "B": 64, "L": 32}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    v = parse_variant(
+        arg,
+        dict(tiny=False, size="S", tokens=0, res=256, latent="vq", data="", video=0),
+    )
+    config = base_config("tokenizer")
+    if v["tiny"]:
+        res = 32
+        tokenizer = dict(
+            image_size=res, patch_size=4, width=64, depth=2, heads=4,
+            num_tokens=v["tokens"] or 32, codebook_size=1024, token_dim=12,
+        )  # fmt: skip
+        config.data.update(name=v["data"] or "shapes", image_size=res, batch_size=32)
+        config.optim.update(lr=2e-3, warmup_steps=50, weight_decay=1e-4, end_lr_ratio=0.05)
+        config.train.update(
+            steps=2500, log_every=100, eval_every=500, checkpoint_every=500, ema_decay=0.99,
+            eval_examples=0,
+        )  # fmt: skip
+    else:
+        res = v["res"]
+        width, depth, heads = SIZES[v["size"]]
+        tokenizer = dict(
+            image_size=res, patch_size=16, width=width, depth=depth, heads=heads,
+            num_tokens=v["tokens"] or PAPER_TOKENS[v["size"]], codebook_size=4096, token_dim=12,
+        )  # fmt: skip
+        config.data.update(name=v["data"] or "imagenet2012", image_size=res, batch_size=256)
+        config.optim.update(lr=1e-4, warmup_steps=10_000, end_lr_ratio=0.1)
+        config.train.update(
+            steps=1_000_000, log_every=100, eval_every=10_000, checkpoint_every=5_000,
+            eval_examples=10_000, ema_decay=0.999,
+        )  # fmt: skip
+    if v["video"]:
+        config.data.num_frames = v["video"]
+        if config.data.name == "shapes":
+            config.data.name = "shapes_video"
+        tokenizer.update(num_frames=v["video"], tubelet=2)
+    config.tokenizer = ml_collections.ConfigDict(
+        dict(name="titok", latent=v["latent"], l2_norm=True, commitment=0.25, **tokenizer)
+    )
+    config.loss = section(TokenizerLossConfig)
+    return config

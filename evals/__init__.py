@@ -1,0 +1,1 @@
+"""Evaluation scripts (FID / rFID / IS) and weight converters for evaluation nets."""

@@ -1,0 +1,1 @@
+"""Entry points: `launch.train` (training), `launch.demo` (the CPU demo)."""

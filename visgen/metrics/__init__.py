@@ -1,0 +1,1 @@
+"""Evaluation maths: image quality (PSNR, SSIM) and codebook statistics."""

@@ -1,0 +1,16 @@
+"""Training tasks: what the shared loop trains (`config.task` names one).
+
+A task turns its part of the config into typed arguments, builds the model and
+supplies the loss, the evaluation and a preview (see `visgen.train.task.Task`).
+"""
+
+from visgen.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+def make_task(config):
+    """The task named by `config.task`, built from the config's typed sections."""
+    from visgen.tasks import tokenizer  # noqa: F401  (registers "tokenizer")
+
+    return TASKS.get(config.task).from_config(config)

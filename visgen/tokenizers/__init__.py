@@ -1,0 +1,31 @@
+"""Tokenizers: images and videos to tokens and back (`base.Tokenizer` protocol).
+
+`TOKENIZERS` maps config names to classes; `make_tokenizer` builds one from a
+name and its typed keyword arguments, listing the valid names on a miss.
+"""
+
+from flax import nnx
+
+from visgen.registry import Registry
+from visgen.tokenizers.base import Encoded, Tokenizer, TokenSpec
+from visgen.tokenizers.titok import SIZES as TITOK_SIZES
+from visgen.tokenizers.titok import TiTok
+
+TOKENIZERS: Registry[type[nnx.Module]] = Registry("tokenizer")
+TOKENIZERS.register("titok")(TiTok)
+
+
+def make_tokenizer(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+    """Build the tokenizer registered as `name` with its keyword arguments."""
+    return TOKENIZERS.get(name)(rngs=rngs, **kwargs)
+
+
+__all__ = [
+    "TITOK_SIZES",
+    "TOKENIZERS",
+    "Encoded",
+    "TiTok",
+    "TokenSpec",
+    "Tokenizer",
+    "make_tokenizer",
+]

@@ -1,0 +1,247 @@
+"""The training loop shared by every task.
+
+    state <- restore latest checkpoint, or init sharded from the seed
+    repeat: batch -> jitted train step (state donated) -> log / eval / checkpoint
+    on SIGTERM or SIGINT: checkpoint, then return cleanly
+    on a non-finite loss or gradient: stop naming the step; the update was
+    skipped and nothing non-finite was saved
+
+State is created directly with its shardings: shapes from `jax.eval_shape`,
+shardings from the FSDP rule, then one `jax.jit(init, out_shardings=...)`.
+Per-step randomness is `fold_in(rng, step)` and the data iterator's state is
+checkpointed with the model, so a resumed run continues bit-exactly.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from visgen.data import DataConfig, make_train_iterator
+from visgen.train import sharding as shd
+from visgen.train.checkpoint import Checkpointer, abstract_with_shardings
+from visgen.train.evaluate import Evaluator
+from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from visgen.train.progress import Progress, format_seconds
+from visgen.train.state import init_state, make_train_step, split_model
+from visgen.train.task import Task
+from visgen.train.writer import MetricWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Typed loop settings (`config.train`).
+
+    Attributes:
+      steps: total optimizer steps.
+      seed: model init and per-step randomness (the data seed is `data.seed`).
+      log_every, eval_every, checkpoint_every: periods in steps (0 = only at the end).
+      eval_examples: evaluate on the first N eval examples (0 = the whole split).
+      keep_checkpoints: how many checkpoints to keep.
+      ema_decay: EMA of the parameters (evaluation uses the EMA).
+      mesh_data, mesh_fsdp: mesh axis sizes (-1 = all remaining devices).
+      min_fsdp_size: parameters smaller than this stay replicated.
+      async_checkpoints: write checkpoints in the background.
+      tensorboard: also write TensorBoard summaries where TensorFlow exists.
+    """
+
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    eval_examples: int = 0
+    keep_checkpoints: int = 3
+    ema_decay: float = 0.999
+    mesh_data: int = -1
+    mesh_fsdp: int = 1
+    min_fsdp_size: int = 2**14
+    async_checkpoints: bool = True
+    tensorboard: bool = True
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised when a step's loss or gradients are NaN or inf."""
+
+
+class _StopSignal:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    stopped_by: str | None
+    eval_metrics: dict[str, float]
+
+
+def _is_due(step: int, every: int, total: int) -> bool:
+    return step == total or (every > 0 and step % every == 0)
+
+
+def train(
+    task: Task,
+    workdir: str,
+    train_cfg: TrainConfig,
+    data_cfg: DataConfig,
+    optim_cfg: OptimConfig,
+) -> TrainResult:
+    """Trains `task` in `workdir`, resuming from its latest checkpoint."""
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    mesh = shd.make_mesh(train_cfg.mesh_data, train_cfg.mesh_fsdp)
+    if data_cfg.batch_size % mesh.size:
+        raise ValueError(
+            f"data.batch_size={data_cfg.batch_size} is not divisible by the {mesh.size} devices"
+        )
+    total = train_cfg.steps
+    tx = make_optimizer(optim_cfg, total)
+    schedule = learning_rate_schedule(optim_cfg, total)
+
+    graphdef = split_model(nnx.eval_shape(lambda: task.build(nnx.Rngs(0))))[0]
+    init_fn = lambda: init_state(task, tx, train_cfg.seed)
+    abstract_state, abstract_frozen = jax.eval_shape(init_fn)
+    state_sh = shd.state_shardings(abstract_state, mesh, train_cfg.min_fsdp_size)
+    frozen_sh = shd.state_shardings(abstract_frozen, mesh, train_cfg.min_fsdp_size)
+    batch_sh = shd.batch_sharding(mesh)
+
+    data_iter = make_train_iterator(data_cfg)
+    ckpt = Checkpointer(
+        workdir, keep=train_cfg.keep_checkpoints, async_save=train_cfg.async_checkpoints
+    )
+    state, frozen = jax.jit(init_fn, out_shardings=(state_sh, frozen_sh))()
+    start = ckpt.latest_step()
+    if start is not None:
+        state = ckpt.restore(start, abstract_with_shardings(abstract_state, state_sh), data_iter)
+        print(f"resumed from checkpoint at step {start} in {ckpt.directory}")
+    step = int(state.step)
+    _write_overview(workdir, state, is_main)
+
+    train_step = jax.jit(
+        make_train_step(graphdef, task, tx, schedule, train_cfg.ema_decay),
+        in_shardings=(state_sh, frozen_sh, batch_sh),
+        out_shardings=(state_sh, shd.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    evaluator = Evaluator(task, graphdef, mesh)
+    writer = MetricWriter(workdir, tensorboard=train_cfg.tensorboard, is_main=is_main)
+    progress = Progress(total, examples_per_step=data_cfg.batch_size)
+    progress.start(step)
+    saved_step, eval_metrics, t0 = start, {}, time.perf_counter()
+
+    def check_finite() -> None:
+        bad = int(state.nonfinite_step)
+        if bad >= 0:
+            ckpt.wait()
+            raise NonFiniteError(
+                f"non-finite loss or gradients at step {bad}; training stopped. The last "
+                f"good checkpoint (step {ckpt.latest_step()}) is in {ckpt.directory}"
+            )
+
+    def save() -> None:
+        nonlocal saved_step
+        if saved_step != step:
+            check_finite()
+            ckpt.save(step, state, data_iter)
+            saved_step = step
+
+    with _StopSignal() as stop:
+        try:
+            while step < total and stop.received is None:
+                batch = shd.global_batch(next(data_iter), mesh)
+                state, metrics = train_step(state, frozen, batch)
+                step += 1
+                if _is_due(step, train_cfg.log_every, total):
+                    check_finite()
+                    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    scalars.update(progress.update(step))
+                    writer.write_scalars(step, scalars, prefix="train/")
+                    if is_main:
+                        print(_log_line(step, total, scalars), flush=True)
+                if _is_due(step, train_cfg.checkpoint_every, total):
+                    save()
+                if _is_due(step, train_cfg.eval_every, total):
+                    eval_metrics = _evaluate(
+                        evaluator,
+                        state,
+                        frozen,
+                        data_cfg,
+                        train_cfg,
+                        writer,
+                        workdir,
+                        step,
+                        is_main,
+                    )
+                    progress.start(step)
+            if stop.received:
+                save()
+                print(f"{stop.received} received: checkpoint saved at step {step}; exiting")
+        finally:
+            ckpt.close()
+            writer.close()
+    if is_main and stop.received is None:
+        print(f"done: {step} steps in {format_seconds(time.perf_counter() - t0)}")
+    return TrainResult(step=step, stopped_by=stop.received, eval_metrics=eval_metrics)
+
+
+def _evaluate(evaluator, state, frozen, data_cfg, train_cfg, writer, workdir, step, is_main):
+    """Evaluates the EMA parameters; writes metrics (JSONL, `eval/step_N.json`) and the preview."""
+    metrics, preview = evaluator.run(
+        state.ema_params, frozen, state.rest, data_cfg, max_examples=train_cfg.eval_examples
+    )
+    writer.write_scalars(step, metrics, prefix="eval/")
+    writer.write_image(step, "preview", preview)
+    if is_main:
+        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+        with open(os.path.join(workdir, "eval", f"step_{step:07d}.json"), "w") as f:
+            json.dump({"step": step, **metrics}, f, indent=2)
+        print("eval " + " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+    return metrics
+
+
+def _log_line(step: int, total: int, s: dict[str, float]) -> str:
+    main = [k for k in s if k not in {"steps_per_s", "examples_per_s", "eta_s", "lr"}]
+    parts = [f"step {step}/{total}"] + [f"{k} {s[k]:.4g}" for k in main[:8]]
+    parts += [
+        f"lr {s['lr']:.2e}",
+        f"{s['steps_per_s']:.2f} steps/s",
+        f"{s['examples_per_s']:.0f} ex/s",
+        "ETA " + (format_seconds(s["eta_s"]) if np.isfinite(s["eta_s"]) else "?"),
+    ]
+    return " | ".join(parts)
+
+
+def _write_overview(workdir: str, state, is_main: bool) -> None:
+    """Parameter shapes, counts and shardings to `<workdir>/params.txt`."""
+    if not is_main:
+        return
+    lines, count = [], 0
+    for path, x in jax.tree_util.tree_leaves_with_path(state.params):
+        count += x.size
+        name = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+        lines.append(f"{name:60s} {str(x.shape):20s} {x.sharding.spec}")
+    lines.append(f"total parameters: {count:,}")
+    with open(os.path.join(workdir, "params.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"model: {count:,} parameters (overview in params.txt)")

@@ -1,0 +1,43 @@
+"""The contract between the training loop and what it trains.
+
+A task builds the model (one NNX module; a tokenizer task bundles its
+discriminator and frozen perceptual network into it), defines the loss and
+the evaluation. The loop owns everything else: sharding, optimizer, EMA,
+checkpoints, logging. Every method below runs inside `jax.jit`.
+"""
+
+from typing import Any, Protocol
+
+import jax
+from flax import nnx
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class Task(Protocol):
+    def build(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The model with freshly initialised parameters."""
+        ...
+
+    def loss(
+        self, model: nnx.Module, batch: Batch, rng: jax.Array, step: jax.Array
+    ) -> tuple[jax.Array, Metrics, Any]:
+        """(scalar loss, scalar metrics, aux for `after_update`)."""
+        ...
+
+    def after_update(self, model: nnx.Module, aux: Any, rng: jax.Array) -> None:
+        """Non-gradient updates after the optimizer step (e.g. dead-code revival)."""
+        ...
+
+    def eval_batch(self, model: nnx.Module, batch: Batch) -> Metrics:
+        """Sums over the batch's real examples (`batch["mask"]`), summed across batches."""
+        ...
+
+    def eval_summary(self, sums: dict[str, Any]) -> dict[str, float]:
+        """Host-side: final evaluation metrics from the summed `eval_batch` outputs."""
+        ...
+
+    def preview(self, model: nnx.Module, batch: Batch) -> jax.Array:
+        """Rows of images in [-1, 1] to save as a grid: `[R, N, H, W, 3]`."""
+        ...
