@@ -28,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     from evals.recon import evaluate_workdir
     from visgen.config import load_config_file
     from visgen.data import DataConfig, ensure_built
+    from visgen.runtime import enable_compilation_cache
     from visgen.tasks import make_task
     from visgen.train.loop import TrainConfig, train
     from visgen.train.optim import OptimConfig
     from visgen.train.workdir import save_config
 
     t0 = time.perf_counter()
+    enable_compilation_cache()
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data_dir or os.path.join(out, "..", "data"))
     config = load_config_file("configs/titok.py:tiny")

@@ -13,7 +13,7 @@ Multi-process jobs (TPU pods, SLURM, `JAX_COORDINATOR_ADDRESS`) call
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].")
@@ -38,8 +38,12 @@ def main(argv) -> int:
     del argv
     import jax
 
+    from visgen.runtime import enable_compilation_cache
+
+    logging.set_verbosity(logging.WARNING)
     if _wants_distributed():
         jax.distributed.initialize()
+    enable_compilation_cache()
 
     from visgen.data import DataConfig
     from visgen.tasks import make_task
@@ -63,6 +67,10 @@ def main(argv) -> int:
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        # Bad input (missing dataset or file, unknown component, bad shape): one clear line.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -287,6 +287,24 @@ def test_titok_usage_tracking_and_features(models):
     np.testing.assert_array_equal(np.argmax(np.asarray(features) @ codebook.T, -1), tokens)
 
 
+def test_titok_gradients_reach_every_parameter(models):
+    model = models["image-vq"]
+    x = _input(False, 5)
+
+    def loss_fn(model):
+        recon, enc = model(x)
+        return jnp.mean(jnp.square(recon - x)) + sum(enc.losses.values())
+
+    grads = nnx.jit(nnx.grad(loss_fn))(model)
+    norms = {
+        jax.tree_util.keystr(p): float(jnp.linalg.norm(g))
+        for p, g in jax.tree.leaves_with_path(grads)
+    }
+    assert len(norms) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    # Every parameter, the encoder's (straight-through) and the codebook's included, learns.
+    assert all(np.isfinite(n) and n > 0 for n in norms.values()), norms
+
+
 def test_titok_bf16_runs_and_returns_float32(models):
     model = models["image-vq-bf16"]
     x = _input(False, 4)

@@ -12,6 +12,13 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class UnknownNameError(KeyError):
+    """A name no registry entry has; the message lists the valid names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Registry(Generic[T]):
     """An explicit mapping from names to components of one kind."""
 
@@ -33,7 +40,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             valid = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {valid}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}")
         return self._items[name]
 
     def names(self) -> list[str]:

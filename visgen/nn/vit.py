@@ -8,9 +8,7 @@ decoder (open_clip's `ResidualAttentionBlock`):
 Mixed precision: parameters stay float32 and are cast to the compute `dtype`
 at use; the residual stream, LayerNorm statistics and the attention softmax
 stay float32 so bfloat16 compute cannot drift or overflow. The Q, K and V
-projections are one fused `[D, 3D]` matmul, and attention is two plain
-einsums, which measured faster on CPU than `jax.nn.dot_product_attention` for
-TiTok-S shapes (385 tokens, width 512, 8 heads, batch 8).
+projections are one fused `[D, 3D]` matmul; see `attention` for the CPU path.
 """
 
 import jax
@@ -24,27 +22,55 @@ DENSE_INIT = nnx.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
 
 
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Full softmax attention: q, k, v `[B, N, H, Dh]` -> `[B, N, H, Dh]`.
+
+    Logits and softmax are float32 whatever the input dtype. On accelerators this
+    is `jax.nn.dot_product_attention` (fusable into flash kernels). On CPU it
+    scans over heads: each step's `[B, N, N]` logits stay cache-resident instead
+    of streaming `[B, H, N, N]` through memory several times, which measured
+    2.6x faster (and a TiTok-S block 13% faster) for 385 tokens x 8 heads x
+    batch 8; batch stays a plain (shardable) axis.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v)
+    scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+
+    def one_head(qkv: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        qh, kh, vh = qkv
+        # Scale q (N x Dh values) rather than the N x N logits.
+        logits = jnp.einsum("bqd,bkd->bqk", qh * scale, kh, preferred_element_type=jnp.float32)
+        probs = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
+        return jnp.einsum("bqk,bkd->bqd", probs, vh)
+
+    heads_first = (2, 0, 1, 3)
+    out = jax.lax.map(one_head, tuple(t.transpose(heads_first) for t in (q, k, v)))
+    return out.transpose(1, 2, 0, 3)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as torch's default `nn.GELU` that TiTok uses.
+
+    Written out because on CPU it compiles to one fused loop, which measured
+    2.5x faster than `jax.nn.gelu(approximate=False)` on `[8, 385, 2048]` alone.
+    """
+    return x * (0.5 + 0.5 * jax.lax.erf(x * jnp.asarray(2**-0.5, x.dtype)))
+
+
 class Attention(nnx.Module):
-    """Multi-head full self-attention: `[B, N, D]` -> `[B, N, D]`."""
+    """Multi-head full self-attention with a fused QKV projection: `[B, N, D]` -> `[B, N, D]`."""
 
     def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
-        self.dtype = dtype
         self.qkv = nnx.Linear(width, 3 * width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(width, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
-        head_dim = d // self.heads
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        # Scale q (N x Dh values) rather than the N x N logits.
-        q = q * jnp.asarray(head_dim**-0.5, q.dtype)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        y = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
+        y = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
         return self.out(y.reshape(b, n, d))
 
 
@@ -71,7 +97,7 @@ class Block(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         # LayerNorm runs in float32 and only its output is cast to the compute dtype.
         x = x + self.attn(self.ln1(x).astype(self.dtype)).astype(jnp.float32)
-        h = jax.nn.gelu(self.fc1(self.ln2(x).astype(self.dtype)), approximate=False)
+        h = gelu(self.fc1(self.ln2(x).astype(self.dtype)))
         return x + self.fc2(h).astype(jnp.float32)
 
 

@@ -42,7 +42,8 @@ class Checkpointer:
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def restore_state(self, abstract_state, step: int | None = None):
-        """The train state alone (for evaluation and sampling)."""
+        """The train state alone (for evaluation and sampling); `abstract_state=None`
+        restores the arrays as saved, as nested dicts."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")

@@ -1,0 +1,41 @@
+"""Shared fixtures: a small `shapes` build and a compilation cache for launcher runs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> str:
+    """A TFDS data dir holding `shapes/32` with 512 train and 64 test images."""
+    from visgen.data import ensure_built
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    ensure_built("shapes", "", data_dir, split_sizes={"train": 512, "test": 64})
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def launcher_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for launcher subprocesses: one compilation cache for the session,
+    so runs of the same program compile once."""
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def run_launcher(args: list[str], env: dict[str, str], timeout: int = 600):
+    """Runs `python -m launch.train ARGS` from the repo root; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "launch.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
