@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def tiny_args(workdir: str, data_dir: str, *extra: str) -> list[str]:
         "--config.data.batch_size=16",
         *extra,
     ]
+
+
+def read(workdir: str, name: str) -> str:
+    return pathlib.Path(workdir, name).read_text()
 
 
 def final_arrays(workdir: str) -> dict[str, np.ndarray]:
@@ -79,7 +84,7 @@ def test_sigterm_resume_matches_uninterrupted_run(tmp_path, shapes_dir, launcher
     assert int(a["['step']"]) == STEPS
     # The resolved config and the periodic outputs are in the workdir.
     assert load_config(resumed).train.steps == STEPS
-    lines = [json.loads(x) for x in open(os.path.join(resumed, "metrics.jsonl"))]
+    lines = [json.loads(x) for x in read(resumed, "metrics.jsonl").splitlines()]
     assert any("eval/psnr" in x for x in lines)
     assert os.listdir(os.path.join(resumed, "images"))
 
@@ -96,7 +101,7 @@ def test_launcher_on_8_simulated_devices(tmp_path, shapes_dir, launcher_env):
     args = [a.replace(f"steps={STEPS}", "steps=3") for a in args]
     done = run_launcher(args, env)
     assert done.returncode == 0, done.stderr[-3000:]
-    overview = open(os.path.join(workdir, "params.txt")).read()
+    overview = read(workdir, "params.txt")
     assert "'fsdp'" in overview, overview
     # The first step's loss equals the single-device computation of the same batch.
     single = str(tmp_path / "single")
@@ -105,7 +110,7 @@ def test_launcher_on_8_simulated_devices(tmp_path, shapes_dir, launcher_env):
     assert done.returncode == 0, done.stderr[-3000:]
 
     def first_loss(w):
-        return json.loads(open(os.path.join(w, "metrics.jsonl")).readline())["train/loss"]
+        return json.loads(read(w, "metrics.jsonl").splitlines()[0])["train/loss"]
 
     assert first_loss(workdir) == pytest.approx(first_loss(single), rel=1e-4)
 
