@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from visgen.nn.patchify import patchify, unpatchify
+from visgen.nn.vit import attention
 from visgen.quantizers import DiagonalGaussian, VectorQuantizer
 from visgen.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 
@@ -63,6 +64,17 @@ def test_patchify_rejects_indivisible_shapes():
         patchify(np.zeros((1, 3, 8, 8, 3)), (2, 4, 4))
     with pytest.raises(ValueError, match="spatial axes"):
         patchify(np.zeros((1, 8, 8, 3)), (2, 4, 4))
+
+
+# --- attention ------------------------------------------------------------------------
+
+
+def test_cpu_attention_matches_reference():
+    # The CPU path (a scan over heads) must equal the fused reference used elsewhere.
+    q, k, v = np.random.default_rng(0).normal(size=(3, 2, 7, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(
+        jax.jit(attention)(q, k, v), jax.nn.dot_product_attention(q, k, v), atol=1e-6
+    )
 
 
 # --- vector quantizer -----------------------------------------------------------------
@@ -232,7 +244,7 @@ def models():
 
 def _input(video: bool, seed: int = 1) -> jax.Array:
     shape = (2, 4, 32, 32, 3) if video else (2, 32, 32, 3)
-    return jax.random.uniform(jax.random.key(seed), shape, minval=-1.0, maxval=1.0)
+    return jnp.asarray(np.random.default_rng(seed).uniform(-1.0, 1.0, shape).astype(np.float32))
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
@@ -258,6 +270,10 @@ def test_titok_shapes_and_dtypes(latent, video):
     else:
         assert enc.tokens is None and set(enc.losses) == {"kl"}
     assert all(v.shape == () for v in (*enc.losses.values(), *enc.stats.values()))
+    # A prefix of the tokens decodes too (num_tokens).
+    codes = enc.tokens if vq else enc.latents
+    prefix = nnx.eval_shape(lambda m, c: m.decode(c, num_tokens=3), model, codes)
+    assert prefix.shape == x.shape and prefix.dtype == jnp.float32
 
 
 @pytest.mark.parametrize("variant", ["image-vq", "video-vae"])
@@ -323,6 +339,8 @@ def test_titok_rejects_bad_inputs(models):
         model.encode(jnp.zeros((1, 16, 16, 3)))
     with pytest.raises(ValueError, match="latents must be"):
         model.decode(jnp.zeros((1, 9, 4)))
+    with pytest.raises(ValueError, match="latents must be"):
+        model.decode_latents(jnp.zeros((1, 8)))
     with pytest.raises(ValueError, match="latent must be"):
         make_tokenizer("titok", rngs=nnx.Rngs(0), latent="fsq", **TINY)
     with pytest.raises(ValueError, match="not divisible"):

@@ -133,8 +133,8 @@ class VectorQuantizer(nnx.Module):
         """Per-code weight `[K]` in (0, 1) of the pull toward a batch feature.
 
         TiTok's rule `exp(-10 K u / (1 - decay) - 1e-3)`: 0.999 for a never-used
-        code, 4.5e-5 for one used at 1% of the uniform rate `1/K`, and exactly 0
-        in float32 from 10% of it on, so healthy codes are left untouched.
+        code, 4.5e-5 for one used at 1% of the uniform rate `1/K`, and below 1e-43
+        (a float32 no-op) from 10% of it on, so healthy codes are left untouched.
         """
         scale = 10.0 * self.codebook_size / (1.0 - self.usage_decay)
         return jnp.exp(-scale * self.usage[...] - 1e-3)
@@ -142,8 +142,8 @@ class VectorQuantizer(nnx.Module):
     def revive(self, features: jax.Array, rng: jax.Array | None = None) -> None:
         """Pull rarely used codes toward their nearest feature in `features: [N, D]`.
 
-        Call after each optimizer update with the batch's pre-quantization
-        features (`TiTok.features`). Each code `k` moves to
+        Call after an optimizer update (every step in the official code) with
+        the batch's pre-quantization features (`TiTok.features`). Each code `k` moves to
         `(1 - w_k) e_k + w_k f_{n(k)}`, where `f_{n(k)}` is the (unnormalised)
         feature nearest to code `k` and `w_k = revival_weights()[k]`. This is
         the official rule, so there is no dead-code threshold; `rng` is

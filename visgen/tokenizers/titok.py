@@ -257,8 +257,11 @@ class TiTok(nnx.Module):
 
     def decode_latents(self, latents: jax.Array) -> jax.Array:
         """Latents `[B, k, C]` (k <= K) -> pixels `[B, H, W, 3]` / `[B, T, H, W, 3]` float32."""
-        k, c = latents.shape[1:]
-        if latents.ndim != 3 or k > self.spec.num_tokens or c != self.spec.channels:
+        if (
+            latents.ndim != 3
+            or latents.shape[1] > self.spec.num_tokens
+            or latents.shape[2] != self.spec.channels
+        ):
             raise ValueError(
                 f"latents must be [B, k <= {self.spec.num_tokens}, {self.spec.channels}], "
                 f"got {tuple(latents.shape)}"

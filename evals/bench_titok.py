@@ -1,0 +1,129 @@
+r"""TiTok benchmarks: train step time, memory, encode/decode throughput.
+
+  python -m evals.bench_titok [--only tiny_train,s128_train,s128_codec] [--json out.json]
+
+Measures, on whatever backend JAX sees (numbers in BENCHMARKS.md say which):
+  - train step time and examples/s of the real train step (loss, grads,
+    AdamW, EMA; donated state) for `configs/titok.py:tiny` (batch 32, 32 px)
+    and S-128 at 256 px (batch 8 on CPU);
+  - peak memory: XLA's compiled estimate for the train step (arguments +
+    outputs + temporaries, minus aliased donations) and this process's max RSS;
+  - S-128 encode (pixels -> token ids) and decode (ids -> pixels) images/s at
+    batch 8 on 256x256 inputs.
+Each timing is the median of `--repeats` runs after a compile-and-warm-up call.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_train(variant: str, batch: int, repeats: int) -> dict:
+    from visgen.config import load_config_file
+    from visgen.tasks import make_task
+    from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
+    from visgen.train.state import init_state, make_train_step, split_model
+
+    config = load_config_file(f"configs/titok.py:{variant}")
+    task = make_task(config)
+    optim = OptimConfig(**config.optim)
+    tx = make_optimizer(optim, 1000)
+    state, frozen = jax.jit(lambda: init_state(task, tx, 0))()
+    graphdef = split_model(task.build(nnx.Rngs(0)))[0]
+    step_fn = make_train_step(graphdef, task, tx, learning_rate_schedule(optim, 1000), 0.999)
+    step = jax.jit(step_fn, donate_argnums=(0,))
+    res = config.tokenizer.image_size
+    rng = np.random.default_rng(0)
+    batch_arrays = {"image": jnp.asarray(rng.uniform(-1, 1, (batch, res, res, 3)), jnp.float32)}
+    compiled = step.lower(state, frozen, batch_arrays).compile()
+    mem = compiled.memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        )
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = compiled(holder["state"], frozen, batch_arrays)
+        return metrics["loss"]
+
+    seconds = _median_seconds(run, repeats)
+    params = sum(x.size for x in jax.tree.leaves(holder["state"].params))
+    return {
+        "config": f"titok.py:{variant}",
+        "batch": batch,
+        "resolution": res,
+        "params": int(params),
+        "step_seconds": seconds,
+        "examples_per_s": batch / seconds,
+        "xla_peak_bytes": peak,
+    }
+
+
+def bench_codec(batch: int, repeats: int) -> dict:
+    from visgen.tokenizers import make_tokenizer
+
+    model = make_tokenizer("titok", rngs=nnx.Rngs(0))  # defaults: S-128 at 256 px
+    graphdef, state = nnx.split(model)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 256, 256, 3)), jnp.float32)
+    encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x).tokens)
+    decode = jax.jit(lambda s, t: nnx.merge(graphdef, s).decode(t))
+    tokens = encode(state, x)
+    enc_s = _median_seconds(lambda: encode(state, x), repeats)
+    dec_s = _median_seconds(lambda: decode(state, tokens), repeats)
+    return {
+        "config": "S-128 (width 512, depth 8, 128 tokens, 4096 x 12 codes), 256 px, float32",
+        "batch": batch,
+        "encode_images_per_s": batch / enc_s,
+        "decode_images_per_s": batch / dec_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="tiny_train,s128_train,s128_codec")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    wanted = set(args.only.split(","))
+    results = {"backend": jax.default_backend(), "devices": str(jax.devices())}
+    if "tiny_train" in wanted:
+        results["tiny_train"] = bench_train("tiny", 32, args.repeats)
+        print(json.dumps(results["tiny_train"]), flush=True)
+    if "s128_train" in wanted:
+        results["s128_train"] = bench_train("size=S,tokens=128,res=256", 8, args.repeats)
+        print(json.dumps(results["s128_train"]), flush=True)
+    if "s128_codec" in wanted:
+        results["s128_codec"] = bench_codec(8, args.repeats)
+        print(json.dumps(results["s128_codec"]), flush=True)
+    results["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
