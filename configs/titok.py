@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.update(name=v["data"] or "shapes", image_size=res, batch_size=32)
         config.optim.update(lr=2e-3, warmup_steps=50, weight_decay=1e-4, end_lr_ratio=0.05)
         config.train.update(
-            steps=2500, log_every=100, eval_every=500, checkpoint_every=500, ema_decay=0.99,
+            steps=1800, log_every=100, eval_every=600, checkpoint_every=600, ema_decay=0.99,
             eval_examples=0,
         )  # fmt: skip
     else:

@@ -41,7 +41,7 @@ def evaluate_workdir(
         params, frozen, rest, data, max_examples=max_examples, show_progress=True
     )
     png_path = png_path or os.path.join(workdir, "eval", f"recon_step_{step:07d}.png")
-    save_png(png_path, np.asarray(preview), upscale=max(1, min(4, 1024 // preview.shape[1])))
+    save_png(png_path, np.asarray(preview), upscale=max(1, min(4, 2048 // preview.shape[1])))
     return {"step": step, "split": data.eval_split, **metrics}
 
 

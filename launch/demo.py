@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from absl import logging
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from visgen.train.workdir import save_config
 
     t0 = time.perf_counter()
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     enable_compilation_cache()
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data_dir or os.path.join(out, "..", "data"))

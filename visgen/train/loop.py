@@ -175,7 +175,7 @@ def train(
                 if _is_due(step, train_cfg.log_every, total):
                     check_finite()
                     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    scalars.update(progress.update(step))
+                    scalars.update(progress.update(step), elapsed_s=time.perf_counter() - t0)
                     writer.write_scalars(step, scalars, prefix="train/")
                     if is_main:
                         print(_log_line(step, total, scalars), flush=True)
@@ -205,11 +205,16 @@ def train(
     return TrainResult(step=step, stopped_by=stop.received, eval_metrics=eval_metrics)
 
 
-def _evaluate(evaluator, state, frozen, data_cfg, train_cfg, writer, workdir, step, is_main):
-    """Evaluates the EMA parameters; writes metrics (JSONL, `eval/step_N.json`) and the preview."""
+def _evaluate(evaluator, state, frozen, data_cfg, train_cfg, writer, workdir, step, is_main, t0):
+    """Evaluates the EMA parameters; writes metrics (JSONL, `eval/step_N.json`) and the preview.
+
+    `elapsed_s` (seconds since this run started, before the evaluation) makes
+    the JSONL a quality-against-time curve."""
+    elapsed = time.perf_counter() - t0
     metrics, preview = evaluator.run(
         state.ema_params, frozen, state.rest, data_cfg, max_examples=train_cfg.eval_examples
     )
+    metrics = dict(metrics, elapsed_s=elapsed)
     writer.write_scalars(step, metrics, prefix="eval/")
     writer.write_image(step, "preview", preview)
     if is_main:
