@@ -166,6 +166,25 @@ def train(
             ckpt.save(step, state, data_iter)
             saved_step = step
 
+    def evaluate() -> dict[str, float]:
+        """EMA-parameter evaluation; writes JSONL, `eval/step_N.json` and the preview PNG.
+
+        `elapsed_s` (seconds since this run started) makes the log a
+        quality-against-time curve."""
+        elapsed = time.perf_counter() - t0
+        metrics, preview = evaluator.run(
+            state.ema_params, frozen, state.rest, data_cfg, max_examples=train_cfg.eval_examples
+        )
+        metrics = dict(metrics, elapsed_s=elapsed)
+        writer.write_scalars(step, metrics, prefix="eval/")
+        writer.write_image(step, "preview", preview)
+        if is_main:
+            os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+            with open(os.path.join(workdir, "eval", f"step_{step:07d}.json"), "w") as f:
+                json.dump({"step": step, **metrics}, f, indent=2)
+            print("eval " + " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+        return metrics
+
     with _StopSignal() as stop:
         try:
             while step < total and stop.received is None:
@@ -182,17 +201,7 @@ def train(
                 if _is_due(step, train_cfg.checkpoint_every, total):
                     save()
                 if _is_due(step, train_cfg.eval_every, total):
-                    eval_metrics = _evaluate(
-                        evaluator,
-                        state,
-                        frozen,
-                        data_cfg,
-                        train_cfg,
-                        writer,
-                        workdir,
-                        step,
-                        is_main,
-                    )
+                    eval_metrics = evaluate()
                     progress.start(step)
             if stop.received:
                 save()
@@ -203,26 +212,6 @@ def train(
     if is_main and stop.received is None:
         print(f"done: {step} steps in {format_seconds(time.perf_counter() - t0)}")
     return TrainResult(step=step, stopped_by=stop.received, eval_metrics=eval_metrics)
-
-
-def _evaluate(evaluator, state, frozen, data_cfg, train_cfg, writer, workdir, step, is_main, t0):
-    """Evaluates the EMA parameters; writes metrics (JSONL, `eval/step_N.json`) and the preview.
-
-    `elapsed_s` (seconds since this run started, before the evaluation) makes
-    the JSONL a quality-against-time curve."""
-    elapsed = time.perf_counter() - t0
-    metrics, preview = evaluator.run(
-        state.ema_params, frozen, state.rest, data_cfg, max_examples=train_cfg.eval_examples
-    )
-    metrics = dict(metrics, elapsed_s=elapsed)
-    writer.write_scalars(step, metrics, prefix="eval/")
-    writer.write_image(step, "preview", preview)
-    if is_main:
-        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        with open(os.path.join(workdir, "eval", f"step_{step:07d}.json"), "w") as f:
-            json.dump({"step": step, **metrics}, f, indent=2)
-        print("eval " + " | ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
-    return metrics
 
 
 def _log_line(step: int, total: int, s: dict[str, float]) -> str:
