@@ -181,7 +181,7 @@ class TokenizerTask:
             "mean_colour_psnr": float(
                 image.psnr_from_mse(sums["mean_colour_squared_error"] / sums["pixels"])
             ),
-            "examples": frames,
+            "frames": frames,  # images, or video frames (clips x T)
         }
         if "code_histogram" in sums:
             usage, perplexity = codebook.usage_and_perplexity(sums["code_histogram"])
