@@ -9,15 +9,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from visgen.data import DataConfig, make_eval_iterator, num_examples
+from visgen.data import DataConfig, make_eval_iterator, num_examples, to_uint8
 from visgen.train.progress import progress_bar
 from visgen.train.sharding import global_batch
 from visgen.train.task import Task
 from visgen.train.writer import image_grid
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class Evaluator:
