@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	@# torch only for cross-check tests (never imported by visgen); its CPU wheel is on
 	@# local disk on these machines. Without it those tests are skipped with a reason.
 	$(PY) -m pip install -q "torch==2.13.0" || echo "torch unavailable: cross-check tests will be skipped"
+	$(PY) -m pip install -q --no-deps "torch-fidelity==0.4.0" || echo "torch-fidelity unavailable: the FID Inception cross-check will be skipped"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -6,8 +6,16 @@ Train (paper sizes at 256 px: S-128, B-64, L-32; `tiny` is the 32 px CPU demo):
   python -m launch.train --config configs/titok.py:size=S,tokens=128,res=256,data=imagenet2012 \
       --workdir gs://bucket/titok_s128 --config.data.data_dir=/data/tfds
 
+Two-stage training (the paper's main recipe; what `make demo` runs): train a
+2D grid tokenizer whose grid equals TiTok's patch grid, then TiTok on its codes:
+
+  python -m launch.train --config configs/vq2d.py:tiny --workdir outputs/vq2d_tiny
+  python -m launch.train --config configs/titok.py:tiny,two_stage --workdir outputs/titok_tiny \
+      --config.tokenizer.proxy_workdir=outputs/vq2d_tiny
+
 Variants (comma separated): `tiny`; `size=S|B|L`; `tokens=K`; `res=R`;
-`latent=vq|vae`; `data=<tfds name or folder>`; `video=T` (frames; tubelet 2).
+`latent=vq|vae`; `data=<tfds name or folder>`; `video=T` (frames; tubelet 2);
+`two_stage` (proxy-code cross-entropy only; set `tokenizer.proxy_workdir`).
 
 `tiny` is tuned for fast convergence on a 2-core CPU, not for quality: width
 64, depth 2, patch 4, 32 tokens, 1024 codes, batch 32, lr 2e-3 (see
@@ -26,10 +34,10 @@ PAPER_TOKENS = {"S": 128, "B": 64, "L": 32}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    v = parse_variant(
-        arg,
-        dict(tiny=False, size="S", tokens=0, res=256, latent="vq", data="", video=0),
+    variants = dict(
+        tiny=False, size="S", tokens=0, res=256, latent="vq", data="", video=0, two_stage=False
     )
+    v = parse_variant(arg, variants)
     config = base_config("tokenizer")
     if v["tiny"]:
         res = 32
@@ -62,7 +70,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.data.name = "shapes_video"
         tokenizer.update(num_frames=v["video"], tubelet=2)
     config.tokenizer = ml_collections.ConfigDict(
-        dict(name="titok", latent=v["latent"], l2_norm=True, commitment=0.25, **tokenizer)
-    )
+        dict(
+            name="titok", latent=v["latent"], l2_norm=True, commitment=0.25, init_std=0.02,
+            proxy_workdir="",
+            **tokenizer,
+        )
+    )  # fmt: skip
     config.loss = section(TokenizerLossConfig)
+    if v["two_stage"]:
+        # Stage 1: proxy-code cross-entropy and the quantizer loss only.
+        config.loss.recon_weight = 0.0
     return config

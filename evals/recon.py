@@ -19,9 +19,15 @@ import numpy as np
 
 
 def evaluate_workdir(
-    workdir: str, png_path: str | None = None, *, max_examples: int = 0, split: str = ""
+    workdir: str,
+    png_path: str | None = None,
+    *,
+    max_examples: int = 0,
+    split: str = "",
+    task: str = "tokenizer",
 ) -> dict:
-    """Eval-split reconstruction metrics of a tokenizer workdir; saves the preview PNG."""
+    """Eval-split metrics of a `task` workdir (reconstructions for a tokenizer); saves
+    the task's preview PNG."""
     from visgen.data import DataConfig
     from visgen.train.evaluate import Evaluator
     from visgen.train.sharding import make_mesh
@@ -29,14 +35,14 @@ def evaluate_workdir(
     from visgen.train.workdir import load_trained
     from visgen.train.writer import save_png
 
-    config, task, model, step = load_trained(workdir)
-    if config.task != "tokenizer":
-        raise ValueError(f"{workdir} holds a {config.task!r} task, not a tokenizer")
+    config, trained_task, model, step = load_trained(workdir)
+    if config.task != task:
+        raise ValueError(f"{workdir} holds a {config.task!r} task, not a {task}")
     data = DataConfig(**config.data)
     if split:
         data = dataclasses.replace(data, eval_split=split)
     graphdef, params, frozen, rest = split_model(model)
-    evaluator = Evaluator(task, graphdef, make_mesh(-1, 1))
+    evaluator = Evaluator(trained_task, graphdef, make_mesh(-1, 1))
     metrics, preview = evaluator.run(
         params, frozen, rest, data, max_examples=max_examples, show_progress=True
     )

@@ -39,3 +39,25 @@ def run_launcher(args: list[str], env: dict[str, str], timeout: int = 600):
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer_workdir(tmp_path_factory, shapes_dir, launcher_env) -> str:
+    """A tiny TiTok workdir (2 steps: trained enough to load, not to be good)."""
+    workdir = str(tmp_path_factory.mktemp("titok"))
+    done = run_launcher(
+        [
+            "--config=configs/titok.py:tiny",
+            f"--workdir={workdir}",
+            f"--config.data.data_dir={shapes_dir}",
+            "--config.train.steps=2",
+            "--config.train.eval_every=0",
+            "--config.data.batch_size=8",
+            "--config.tokenizer.width=32",
+            "--config.tokenizer.depth=1",
+            "--config.tokenizer.heads=2",
+        ],
+        launcher_env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir

@@ -1,9 +1,10 @@
 """`Frozen`: the variable type of pretrained weights that training never updates.
 
 The train loop splits models into `nnx.Param` (optimized), `Frozen` (loaded
-from a local file, excluded from the optimizer, EMA and checkpoints) and the
-rest (mutable statistics, checkpointed). Perceptual networks store their
-weights as `Frozen`.
+from a local file or another workdir, excluded from the optimizer, EMA and
+checkpoints) and the rest (mutable statistics, checkpointed). Perceptual
+networks and the proxy tokenizer of a two-stage TiTok store their weights as
+`Frozen`.
 """
 
 from flax import nnx
@@ -11,3 +12,14 @@ from flax import nnx
 
 class Frozen(nnx.Variable):
     """Pretrained weights: never optimized, never checkpointed."""
+
+
+def freeze(module: nnx.Module) -> nnx.Module:
+    """Turns every variable of `module` (params and statistics) into `Frozen`, in place."""
+    for _, node in list(nnx.iter_graph(module)):
+        if isinstance(node, nnx.Variable) or not hasattr(node, "__dict__"):
+            continue
+        for name, value in list(vars(node).items()):
+            if isinstance(value, nnx.Variable) and not isinstance(value, Frozen):
+                setattr(node, name, Frozen(value[...]))
+    return module

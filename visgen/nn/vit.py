@@ -60,12 +60,14 @@ def gelu(x: jax.Array) -> jax.Array:
 class Attention(nnx.Module):
     """Multi-head full self-attention with a fused QKV projection: `[B, N, D]` -> `[B, N, D]`."""
 
-    def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, width: int, heads: int, *, dtype: jnp.dtype, init=DENSE_INIT, rngs: nnx.Rngs
+    ):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
-        self.qkv = nnx.Linear(width, 3 * width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(width, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(width, width, kernel_init=init, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
@@ -84,15 +86,16 @@ class Block(nnx.Module):
         *,
         mlp_ratio: int = 4,
         dtype: jnp.dtype = jnp.float32,
+        init=DENSE_INIT,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
         self.ln1 = nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
-        self.attn = Attention(width, heads, dtype=dtype, rngs=rngs)
+        self.attn = Attention(width, heads, dtype=dtype, init=init, rngs=rngs)
         self.ln2 = nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
         hidden = mlp_ratio * width
-        self.fc1 = nnx.Linear(width, hidden, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(width, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, width, kernel_init=init, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # LayerNorm runs in float32 and only its output is cast to the compute dtype.
@@ -117,11 +120,15 @@ class Transformer(nnx.Module):
         mlp_ratio: int = 4,
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
+        init=DENSE_INIT,
         rngs: nnx.Rngs,
     ):
         self.remat = remat
         self.blocks = nnx.List(
-            [Block(width, heads, mlp_ratio=mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)]
+            [
+                Block(width, heads, mlp_ratio=mlp_ratio, dtype=dtype, init=init, rngs=rngs)
+                for _ in range(depth)
+            ]
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

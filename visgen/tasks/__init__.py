@@ -11,6 +11,6 @@ TASKS: Registry = Registry("task")
 
 def make_task(config):
     """The task named by `config.task`, built from the config's typed sections."""
-    from visgen.tasks import tokenizer  # noqa: F401  (registers "tokenizer")
+    from visgen.tasks import generator, tokenizer  # noqa: F401  (registers the tasks)
 
     return TASKS.get(config.task).from_config(config)

@@ -34,6 +34,7 @@ from visgen.metrics import codebook, image
 from visgen.tasks import TASKS
 from visgen.tokenizers import make_tokenizer
 from visgen.train.task import Batch
+from visgen.train.workdir import load_frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ class TokenizerTask:
 
     def __init__(self, tokenizer: dict[str, Any], loss: TokenizerLossConfig, dtype: str):
         self.tokenizer_args = dict(tokenizer)
+        # A two-stage TiTok's proxy: a trained tokenizer workdir, embedded frozen.
+        proxy_workdir = self.tokenizer_args.pop("proxy_workdir", "")
+        self.proxy = load_frozen(proxy_workdir) if proxy_workdir else None
         self.loss_cfg = loss
         self.dtype = jnp.dtype(dtype)
 
@@ -97,7 +101,10 @@ class TokenizerTask:
 
     def build(self, rngs: nnx.Rngs) -> TokenizerModel:
         cfg = self.loss_cfg
-        tokenizer = make_tokenizer(**self.tokenizer_args, dtype=self.dtype, rngs=rngs)
+        args = dict(self.tokenizer_args)
+        if self.proxy is not None:
+            args["proxy"] = self.proxy.build().tokenizer
+        tokenizer = make_tokenizer(**args, dtype=self.dtype, rngs=rngs)
         disc = lecam = perceptual = None
         if cfg.gan_weight > 0:
             disc = PatchDiscriminator(

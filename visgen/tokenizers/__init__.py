@@ -10,9 +10,11 @@ from visgen.registry import Registry
 from visgen.tokenizers.base import Encoded, Tokenizer, TokenSpec
 from visgen.tokenizers.titok import SIZES as TITOK_SIZES
 from visgen.tokenizers.titok import TiTok
+from visgen.tokenizers.vq2d import VQ2D
 
 TOKENIZERS: Registry[type[nnx.Module]] = Registry("tokenizer")
 TOKENIZERS.register("titok")(TiTok)
+TOKENIZERS.register("vq2d")(VQ2D)
 
 
 def make_tokenizer(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
@@ -25,6 +27,7 @@ __all__ = [
     "TOKENIZERS",
     "Encoded",
     "TiTok",
+    "VQ2D",
     "TokenSpec",
     "Tokenizer",
     "make_tokenizer",

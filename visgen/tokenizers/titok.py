@@ -14,6 +14,16 @@ Generation" (bytedance/1d-tokenizer), single-stage non-legacy path:
   `1..N` -> ln_post -> linear to `p*p*3` pixels per patch -> unpatchify ->
   3x3 conv (3 -> 3).
 
+Two-stage training (the paper's main recipe), when a `proxy` tokenizer is
+given: the decoder's head predicts, for each patch, logits over the proxy's
+codebook instead of pixels. Training minimises the cross-entropy against the
+codes a frozen 2D grid tokenizer (the paper's MaskGIT-VQGAN; here any trained
+`vq2d` whose grid equals TiTok's patch grid) assigns to the image, plus the
+quantizer loss; pixels are the proxy decoder applied to the softmax-weighted
+sum of proxy codebook entries, as the official decode does. The paper's
+second stage (fine-tuning that pixel decoder with perceptual and GAN losses)
+is not implemented: the proxy decoder stays frozen.
+
 Videos `[B, T, H, W, 3]` use `tubelet x p x p` patches (`num_frames > 0`) and a
 per-frame 3x3 output conv. The transformer computes in `dtype`; the residual
 stream, LayerNorms, quantizer and losses stay float32 and outputs are float32.
@@ -24,6 +34,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from visgen.nn.patchify import grid_shape, patchify, unpatchify
@@ -45,6 +56,10 @@ def _embedding(rngs: nnx.Rngs, *shape: int) -> nnx.Param:
     return nnx.Param(shape[-1] ** -0.5 * jax.random.normal(rngs.params(), shape, jnp.float32))
 
 
+def _normal(std: float):
+    return DENSE_INIT if std == 0.02 else nnx.initializers.normal(stddev=std)
+
+
 def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
 
@@ -64,6 +79,7 @@ class TiTokEncoder(nnx.Module):
         out_dim: int,
         dtype: jnp.dtype,
         remat: bool,
+        init_std: float,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
@@ -75,7 +91,9 @@ class TiTokEncoder(nnx.Module):
         self.latent_tokens = _embedding(rngs, num_tokens, width)
         self.latent_pos = _embedding(rngs, num_tokens, width)
         self.ln_pre = _layer_norm(width, rngs)
-        self.transformer = Transformer(depth, width, heads, dtype=dtype, remat=remat, rngs=rngs)
+        self.transformer = Transformer(
+            depth, width, heads, dtype=dtype, remat=remat, init=_normal(init_std), rngs=rngs
+        )
         self.ln_post = _layer_norm(width, rngs)
         self.head = nnx.Linear(width, out_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
@@ -107,6 +125,7 @@ class TiTokDecoder(nnx.Module):
         token_dim: int,
         dtype: jnp.dtype,
         remat: bool,
+        init_std: float,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
@@ -116,7 +135,9 @@ class TiTokDecoder(nnx.Module):
         self.mask_token = _embedding(rngs, 1, width)
         self.latent_pos = _embedding(rngs, num_tokens, width)
         self.ln_pre = _layer_norm(width, rngs)
-        self.transformer = Transformer(depth, width, heads, dtype=dtype, remat=remat, rngs=rngs)
+        self.transformer = Transformer(
+            depth, width, heads, dtype=dtype, remat=remat, init=_normal(init_std), rngs=rngs
+        )
         self.ln_post = _layer_norm(width, rngs)
         self.head = nnx.Linear(width, patch_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
@@ -155,6 +176,9 @@ class TiTok(nnx.Module):
       kl_weight: weight of the VAE KL loss.
       dtype: transformer compute dtype (e.g. `jnp.bfloat16`); params are float32.
       remat: recompute each block's activations in the backward pass.
+      init_std: std of the transformer blocks' weight init (TiTok: 0.02).
+      proxy: a trained, frozen 2D grid tokenizer (`visgen.nn.frozen.freeze`)
+        for two-stage training; its token grid must equal the patch grid.
       rngs: parameter initialisation.
     """
 
@@ -177,6 +201,8 @@ class TiTok(nnx.Module):
         kl_weight: float = 1e-6,
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
+        init_std: float = 0.02,
+        proxy: nnx.Module | None = None,
         rngs: nnx.Rngs,
     ):
         if latent not in ("vq", "vae"):
@@ -208,19 +234,32 @@ class TiTok(nnx.Module):
             num_tokens=num_tokens,
             dtype=dtype,
             remat=remat,
+            init_std=init_std,
             rngs=rngs,
         )
+        self.proxy = proxy
+        if proxy is not None and (
+            proxy.spec.kind != "discrete" or tuple(proxy.spec.layout) != tuple(self.grid)
+        ):
+            raise ValueError(
+                f"the proxy tokenizer's tokens ({proxy.spec.kind}, layout "
+                f"{tuple(proxy.spec.layout)}) must be discrete on TiTok's patch grid "
+                f"{tuple(self.grid)}"
+            )
         out_dim = token_dim if latent == "vq" else 2 * token_dim
         self.encoder = TiTokEncoder(out_dim=out_dim, **shared)
-        self.decoder = TiTokDecoder(token_dim=token_dim, **shared)
+        head_dim = patch_dim if proxy is None else proxy.spec.vocab_size
+        self.decoder = TiTokDecoder(token_dim=token_dim, **dict(shared, patch_dim=head_dim))
         if latent == "vq":
             self.quantizer = VectorQuantizer(
                 codebook_size, token_dim, l2_norm=l2_norm, commitment=commitment, rngs=rngs
             )
         else:
             self.quantizer = DiagonalGaussian(token_dim, kl_weight=kl_weight)
-        self.conv_out = nnx.Conv(
-            3, 3, (3, 3), padding="SAME", kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs
+        self.conv_out = (
+            nnx.Conv(3, 3, (3, 3), padding="SAME", kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
+            if proxy is None
+            else None
         )
 
     def _check_input(self, x: jax.Array) -> None:
@@ -266,10 +305,18 @@ class TiTok(nnx.Module):
                 f"latents must be [B, k <= {self.spec.num_tokens}, {self.spec.channels}], "
                 f"got {tuple(latents.shape)}"
             )
-        patches = self.decoder(latents.astype(jnp.float32))
-        pixels = unpatchify(patches, self.grid, self.patch, 3)
+        out = self.decoder(latents.astype(jnp.float32))
+        if self.proxy is not None:
+            return self._decode_proxy_logits(out)
+        pixels = unpatchify(out, self.grid, self.patch, 3)
         frames = pixels.reshape(-1, *pixels.shape[-3:])
         return self.conv_out(frames).astype(jnp.float32).reshape(pixels.shape)
+
+    def _decode_proxy_logits(self, logits: jax.Array) -> jax.Array:
+        """Proxy-code logits `[B, N, V]` -> pixels through the frozen proxy decoder."""
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        latents = probs @ self.proxy.quantizer.codes()
+        return self.proxy.decode_latents(latents.reshape(-1, *self.grid, latents.shape[-1]))
 
     def decode(
         self,
@@ -298,6 +345,20 @@ class TiTok(nnx.Module):
     def __call__(
         self, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None
     ) -> tuple[jax.Array, Encoded]:
-        """Reconstruct `x` through the bottleneck: returns (pixels float32, Encoded)."""
+        """Reconstruct `x` through the bottleneck: returns (pixels float32, Encoded).
+
+        With a proxy tokenizer, `Encoded.losses` also holds `proxy_ce`, the
+        cross-entropy of the predicted proxy codes (the two-stage objective),
+        and `Encoded.stats` their accuracy.
+        """
         encoded = self.encode(x, train=train, rng=rng)
-        return self.decode_latents(encoded.latents), encoded
+        if self.proxy is None:
+            return self.decode_latents(encoded.latents), encoded
+        logits = self.decoder(encoded.latents).astype(jnp.float32)
+        targets = jax.lax.stop_gradient(self.proxy.encode(x).tokens)
+        targets = targets.reshape(targets.shape[0], -1)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == targets).astype(jnp.float32))
+        encoded.losses["proxy_ce"] = jnp.mean(ce)
+        encoded.stats["proxy_accuracy"] = accuracy
+        return self._decode_proxy_logits(logits), encoded

@@ -54,3 +54,44 @@ def load_trained(workdir: str, *, step: int | None = None):
     model = task.build(nnx.Rngs(0))
     nnx.update(model, state.ema_params, state.rest)
     return config, task, model, step
+
+
+class FrozenCheckpoint:
+    """A trained workdir's model, held on the host, to embed frozen in another model.
+
+    A two-stage TiTok decodes through its proxy tokenizer and a generator
+    tokenizes through its tokenizer; both keep that model's weights as
+    `Frozen` variables, so they are neither trained nor checkpointed again.
+    The weights (EMA params and statistics) are read once, as numpy arrays, so
+    `build` also works while the outer model is being traced.
+
+    Attributes:
+      workdir, step: where the weights come from.
+      config: that workdir's resolved config.
+    """
+
+    def __init__(self, workdir: str, *, step: int | None = None):
+        import numpy as np
+
+        self.workdir = workdir
+        self.config, self._task, model, self.step = load_trained(workdir, step=step)
+        self._graphdef, state = nnx.split(model)
+        self._state = jax.tree.map(np.asarray, state)
+
+    def build(self) -> nnx.Module:
+        """A fresh copy of the trained model with every variable `Frozen`."""
+        from visgen.nn.frozen import freeze
+
+        model = nnx.merge(self._graphdef, jax.tree.map(jax.numpy.asarray, self._state))
+        return freeze(model)
+
+
+_FROZEN: dict[tuple[str, int | None], FrozenCheckpoint] = {}
+
+
+def load_frozen(workdir: str, *, step: int | None = None) -> FrozenCheckpoint:
+    """`FrozenCheckpoint(workdir, step=step)`, loaded once per process."""
+    key = (os.path.abspath(workdir), step)
+    if key not in _FROZEN:
+        _FROZEN[key] = FrozenCheckpoint(workdir, step=step)
+    return _FROZEN[key]

@@ -1,0 +1,68 @@
+r"""AR generator (LlamaGen-style) on the tokens of a trained tokenizer.
+
+Train (first a tokenizer, e.g. `configs/titok.py:tiny`, then the generator on
+its tokens; `tiny` is the 32 px CPU demo, `size=B|L|XL` LlamaGen's GPT sizes):
+
+  python -m launch.train --config configs/ar.py:tokenizer=titok,tiny --workdir outputs/ar_tiny \
+      --config.tokenizer_workdir=outputs/titok_tiny
+  python -m launch.sample --workdir outputs/ar_tiny --num 64 --cfg 4 --out outputs/ar_tiny/samples
+
+Variants (comma separated): `tiny`; `tokenizer=titok|vq2d` (which tokenizer
+family the data settings follow; the weights come from
+`config.tokenizer_workdir`); `size=B|L|XL`; `data=<tfds name or folder>`;
+`classes=C` (number of classes; default from the dataset).
+
+The full sizes keep LlamaGen's recipe: AdamW 1e-4, beta (0.9, 0.95), weight
+decay 0.05, grad clip 1, batch 256, dropout 0.1 (residual, token and class),
+constant CFG 4. `tiny` (width 128, depth 4, 4 heads, batch 64, lr 1e-3) is
+sized to train in minutes on a 2-core CPU.
+"""
+
+import ml_collections
+
+from visgen.config import base_config, parse_variant, section
+from visgen.generators.ar import SIZES
+from visgen.sampling import SampleOptions
+
+DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    v = parse_variant(arg, dict(tiny=False, tokenizer="titok", size="B", data="", classes=0))
+    if v["tokenizer"] not in ("titok", "vq2d"):
+        raise ValueError(f"tokenizer must be titok or vq2d, got {v['tokenizer']!r}")
+    config = base_config("generator")
+    config.tokenizer_workdir = ""
+    if v["tiny"]:
+        width, depth, heads = SIZES["tiny"]
+        config.data.update(name=v["data"] or "shapes", image_size=32, batch_size=64)
+        config.optim.update(lr=1e-3, b2=0.95, weight_decay=0.05, warmup_steps=50)
+        config.optim.update(end_lr_ratio=0.1)
+        config.train.update(
+            steps=1500, log_every=100, eval_every=500, checkpoint_every=500, ema_decay=0.99,
+            eval_examples=0,
+        )  # fmt: skip
+    else:
+        width, depth, heads = SIZES[v["size"]]
+        config.data.update(name=v["data"] or "imagenet2012", image_size=256, batch_size=256)
+        config.optim.update(lr=1e-4, b2=0.95, weight_decay=0.05, warmup_steps=0, end_lr_ratio=1.0)
+        config.train.update(
+            steps=1_500_000, log_every=100, eval_every=10_000, checkpoint_every=5_000,
+            eval_examples=10_000, ema_decay=0.9999,
+        )  # fmt: skip
+    classes = v["classes"] or DATASET_CLASSES.get(config.data.name, 0)
+    if not classes:
+        raise ValueError(
+            f"number of classes of dataset {config.data.name!r} unknown: give the variant classes=C"
+        )
+    config.generator = ml_collections.ConfigDict(
+        dict(
+            name="ar", width=width, depth=depth, heads=heads, num_classes=classes,
+            cls_token_num=1, qk_norm=False, resid_dropout=0.1, token_dropout=0.1,
+            cond_dropout=0.1,
+        )
+    )  # fmt: skip
+    config.sample = section(SampleOptions, cfg_scale=4.0)
+    del config.sample["cfg_interval"]  # None is not a settable ConfigDict type
+    config.preview_per_class = 8
+    return config

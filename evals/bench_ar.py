@@ -1,0 +1,199 @@
+r"""AR sampling benchmark: generated tokens/s with the KV cache and with full recomputation.
+
+  python -m evals.bench_ar [--quick] [--sizes tiny,B] [--batches 1,8] [--cfg 1,4]
+      [--modes cache,nocache] [--repeats 3] [--json out.json]
+
+Measures, on whatever backend JAX sees (the table says which):
+  - `visgen.sampling.sample` (KV cache) and `sample_no_cache` (the full
+    sequence recomputed every step) for
+      tiny: width 128, depth 4, 4 heads, 1024 codes, 32 tokens (the tiny
+            TiTok's), 10 classes;
+      B:    LlamaGen GPT-B, 12 x 768, 16384 codes, 16 x 16 = 256 tokens,
+            1000 classes (111M parameters);
+    class-conditional, float32, random weights (a non-zero head, so draws are
+    not uniform), temperature 1, no top-k/top-p, at each batch size and CFG
+    scale (scale != 1 doubles the rows; only the conditional rows count as
+    generated tokens);
+  - a plain memory-copy bandwidth: numpy copies a 1 GiB float32 array, counted
+    as bytes read + bytes written per second (the STREAM "copy" convention);
+  - the batch-1 weight-read bound: each decode step reads every parameter
+    once, so tokens/s <= bandwidth / parameter bytes (KV-cache reads, a few
+    percent of the weights at 256 tokens, are ignored).
+
+Each timing is the median of `--repeats` calls after a compile-and-warm-up
+call (`compile_s` is that first call). `--quick` runs only `tiny` with one
+repeat. On a 2-core CPU the B rows without the cache take many minutes: pick
+rows with `--sizes/--batches/--cfg/--modes`.
+"""
+
+import argparse
+import functools
+import json
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from visgen.generators import AR_SIZES, ARTransformer
+from visgen.sampling import SampleOptions, sample, sample_no_cache
+
+SHAPES = {
+    "tiny": dict(size="tiny", vocab_size=1024, layout=(32,), num_classes=10),
+    "B": dict(size="B", vocab_size=16384, layout=(16, 16), num_classes=1000),
+}
+
+
+def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Best-of-`repeats` numpy copy bandwidth in bytes/s, counting read + write."""
+    src = np.ones(int(gib * 2**30) // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # first touch of dst's pages
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.nbytes / best
+
+
+def build(shape: str) -> tuple[nnx.GraphDef, nnx.State, int, int]:
+    """(graphdef, state, parameter count, tokens per sample) of a random-weight model."""
+    spec = dict(SHAPES[shape])
+    width, depth, heads = AR_SIZES[spec.pop("size")]
+    model = nnx.jit(
+        lambda: ARTransformer(
+            width=width,
+            depth=depth,
+            heads=heads,
+            zero_init_head=False,
+            rngs=nnx.Rngs(0),
+            **spec,
+        )
+    )()
+    graphdef, state = nnx.split(model)
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return graphdef, state, int(params), model.num_tokens
+
+
+def time_sampler(fn, repeats: int) -> tuple[float, float, dict]:
+    """`fn() -> (tokens, stats)`: (first call s, median of `repeats` later calls, stats)."""
+    t = time.perf_counter()
+    jax.block_until_ready(fn()[0])
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        tokens, stats = fn()
+        jax.block_until_ready(tokens)
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times), stats
+
+
+def bench(args) -> dict:
+    bandwidth = copy_bandwidth(args.copy_gib)
+    print(f"memory copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
+    results = {
+        "backend": jax.default_backend(),
+        "devices": str(jax.devices()),
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "models": {},
+        "rows": [],
+    }
+    samplers = {"cache": sample, "nocache": sample_no_cache}
+    for shape in args.sizes:
+        graphdef, state, params, num_tokens = build(shape)
+        param_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+        bound = bandwidth / param_bytes
+        results["models"][shape] = {
+            "params": params,
+            "param_bytes": param_bytes,
+            "tokens": num_tokens,
+            "batch1_weight_read_bound_tokens_per_s": bound,
+        }
+        print(
+            f"{shape}: {params / 1e6:.1f}M params, {param_bytes / 1e6:.0f} MB, "
+            f"batch-1 weight-read bound {bound:.1f} tokens/s",
+            flush=True,
+        )
+        num_classes = SHAPES[shape]["num_classes"]
+        for batch in args.batches:
+            labels = jnp.arange(batch, dtype=jnp.int32) % num_classes
+            for cfg in args.cfg:
+                options = SampleOptions(cfg_scale=cfg)
+                for mode in args.modes:
+                    run = functools.partial(
+                        samplers[mode], (graphdef, state), labels, jax.random.key(0), options
+                    )
+                    first, seconds, stats = time_sampler(run, args.repeats)
+                    row = {
+                        "model": shape,
+                        "batch": batch,
+                        "cfg": cfg,
+                        "mode": mode,
+                        "tokens_per_s": batch * num_tokens / seconds,
+                        "ms_per_step": 1e3 * seconds / num_tokens,
+                        "seconds": seconds,
+                        "compile_s": first - seconds,
+                        "forward_passes": stats["forward_passes"],
+                    }
+                    results["rows"].append(row)
+                    print(json.dumps(row), flush=True)
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"backend: {results['backend']}; memory copy bandwidth "
+        f"{results['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write)",
+        "",
+        "| model | params | batch | cfg | mode | tokens/s | ms/step | forward passes "
+        "| compile s | batch-1 bound tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        m = results["models"][r["model"]]
+        lines.append(
+            f"| {r['model']} | {m['params'] / 1e6:.1f}M | {r['batch']} | {r['cfg']:g} "
+            f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['ms_per_step']:.2f} "
+            f"| {r['forward_passes']} | {r['compile_s']:.1f} "
+            f"| {m['batch1_weight_read_bound_tokens_per_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny only, one repeat")
+    parser.add_argument("--sizes", default="tiny,B")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--cfg", default="1,4")
+    parser.add_argument("--modes", default="cache,nocache")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copy-gib", type=float, default=1.0)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    args.sizes = ["tiny"] if args.quick else args.sizes.split(",")
+    args.repeats = 1 if args.quick else args.repeats
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.cfg = [float(c) for c in args.cfg.split(",")]
+    args.modes = args.modes.split(",")
+    for name, valid, given in (
+        ("sizes", SHAPES, args.sizes),
+        ("modes", ("cache", "nocache"), args.modes),
+    ):
+        if unknown := set(given) - set(valid):
+            parser.error(f"unknown {name} {sorted(unknown)}; valid: {', '.join(valid)}")
+    results = bench(args)
+    print(markdown(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""The generator task through the real launcher, and the sampling CLI on its workdir."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from conftest import run_launcher
+
+from launch import sample as sample_cli
+
+pytestmark = pytest.mark.slow
+
+
+def gen_args(workdir: str, data_dir: str, tokenizer: str, steps: int) -> list[str]:
+    return [
+        "--config=configs/ar.py:tokenizer=titok,tiny",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        f"--config.tokenizer_workdir={tokenizer}",
+        f"--config.train.steps={steps}",
+        "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=2",
+        "--config.train.eval_examples=16",
+        "--config.train.log_every=1",
+        "--config.data.batch_size=8",
+        "--config.generator.width=32",
+        "--config.generator.depth=1",
+        "--config.generator.heads=2",
+        "--config.preview_per_class=2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def generator_workdir(tmp_path_factory, shapes_dir, launcher_env, tokenizer_workdir) -> str:
+    workdir = str(tmp_path_factory.mktemp("ar"))
+    first = run_launcher(gen_args(workdir, shapes_dir, tokenizer_workdir, 2), launcher_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "frequency_baseline_cross_entropy" in first.stdout
+    # A longer run on the same workdir resumes from the step-2 checkpoint.
+    again = run_launcher(gen_args(workdir, shapes_dir, tokenizer_workdir, 4), launcher_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint at step 2" in again.stdout
+    return workdir
+
+
+def test_generator_trains_evaluates_and_resumes(generator_workdir):
+    lines = pathlib.Path(generator_workdir, "metrics.jsonl").read_text().splitlines()
+    evals = [json.loads(line) for line in lines]
+    final = [e for e in evals if "eval/cross_entropy" in e][-1]
+    assert final["step"] == 4
+    assert 0 < final["eval/cross_entropy"] < 2 * np.log(1024)
+    assert final["eval/frequency_baseline_cross_entropy"] > 0
+    assert os.path.isfile(os.path.join(generator_workdir, "images", "preview_0000004.png"))
+
+
+def test_sample_cli_writes_grid_npz_and_stats(generator_workdir, tmp_path):
+    out = tmp_path / "samples"
+    args = ["--workdir", generator_workdir, "--num", "6", "--batch-size", "4", "--out", str(out)]
+    assert sample_cli.main([*args, "--classes", "1,3", "--cfg", "2", "--png"]) == 0
+    data = np.load(out / "samples.npz")
+    assert data["images"].shape == (6, 32, 32, 3) and data["images"].dtype == np.uint8
+    np.testing.assert_array_equal(data["labels"], [1, 1, 1, 3, 3, 3])
+    stats = json.loads((out / "stats.json").read_text())
+    # Two batches of 32 tokens: one forward pass per token each.
+    assert stats["forward_passes"] == 2 * 32 and stats["tokens_generated"] == 6 * 32
+    assert len(list(out.glob("sample_*.png"))) == 6 and (out / "samples.png").is_file()
+    # The same seed reproduces the same images.
+    again = tmp_path / "again"
+    assert sample_cli.main([*args[:-1], str(again), "--classes", "1,3", "--cfg", "2"]) == 0
+    np.testing.assert_array_equal(np.load(again / "samples.npz")["images"], data["images"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num", "0"], "--num must be positive"),
+        (["--class", "5"], "class 5 is out of range"),
+        (["--classes", "0,x"], "comma-separated integers"),
+        (["--prompt", "a red circle"], "--prompt needs a text-conditional generator"),
+        (["--top-p", "0"], "top_p must be in"),
+    ],
+)
+def test_sample_cli_bad_input(generator_workdir, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    assert sample_cli.main(["--workdir", generator_workdir, "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists(), "a failed call must leave no output"
+
+
+def test_sample_cli_rejects_other_workdirs(tokenizer_workdir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sample_cli.main(["--workdir", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "not a training workdir" in capsys.readouterr().err
+    assert sample_cli.main(["--workdir", tokenizer_workdir, "--out", str(out)]) == 2
+    assert "not a generator's" in capsys.readouterr().err
+    assert not out.exists()

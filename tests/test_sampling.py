@@ -1,0 +1,154 @@
+"""Tests for the AR sampling loop: determinism, greedy decoding, CFG and its schedules.
+
+One tiny class-conditional model (one layer, 4 x 4 tokens, 64 codes) shared by the file;
+each distinct `SampleOptions` compiles its own loop, so the tests use few.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from visgen.generators import ARTransformer
+from visgen.sampling import (
+    SampleOptions,
+    filter_logits,
+    guidance_scale,
+    guide,
+    sample,
+    sample_no_cache,
+)
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def model() -> ARTransformer:
+    """Numpy random weights (std 0.1, norm scales near 1) on abstractly evaluated
+    shapes: no initialiser to compile."""
+    kwargs = dict(vocab_size=64, layout=(4, 4), width=32, depth=1, heads=2, mlp_multiple_of=32)
+    abstract = nnx.eval_shape(lambda: ARTransformer(num_classes=10, rngs=nnx.Rngs(0), **kwargs))
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        mean = 1.0 if "weight" in jax.tree_util.keystr(path) else 0.0
+        return jnp.asarray(mean + 0.1 * rng.normal(size=x.shape), jnp.float32)
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
+
+
+def _key(seed: int) -> jax.Array:
+    # RBG keys compile faster on CPU than threefry; the loop takes any key.
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
+LABELS = jnp.array([1, 7, 3], jnp.int32)
+
+# --- guidance schedules -----------------------------------------------------------------
+
+
+def test_guidance_schedules():
+    def curve(schedule, **kw):
+        return [float(guidance_scale(schedule, 4.0, t, 16, **kw)) for t in (0, 4, 8, 15)]
+
+    np.testing.assert_allclose(curve("constant"), [4.0, 4.0, 4.0, 4.0])
+    # MAR's linear ramp 1 + (s - 1) t / N.
+    np.testing.assert_allclose(curve("linear"), [1.0, 1.75, 2.5, 1 + 3 * 15 / 16])
+    # Token-Shuffle's half-linear: 1 -> s over the first half, then s.
+    np.testing.assert_allclose(curve("half-linear"), [1.0, 2.5, 4.0, 4.0])
+    # Guidance only inside [start, end) of the steps; scale 1 outside.
+    np.testing.assert_allclose(curve("constant", interval=(0.25, 0.75)), [1.0, 4.0, 4.0, 1.0])
+    # Traced steps work (the scale is computed inside the jitted loop).
+    traced = jax.jit(lambda t: guidance_scale("linear", 4.0, t, 16))(jnp.int32(8))
+    np.testing.assert_allclose(traced, 2.5)
+    c, u = jnp.array([2.0, 0.0]), jnp.array([1.0, 1.0])
+    np.testing.assert_allclose(guide(c, u, 3.0), [4.0, -2.0])
+    np.testing.assert_allclose(guide(c, u, 1.0), c)
+    with pytest.raises(ValueError, match="valid: constant, linear, half-linear"):
+        guidance_scale("cosine", 4.0, 0, 16)
+    with pytest.raises(ValueError, match="cfg_schedule"):
+        SampleOptions(cfg_schedule="cosine")
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = jnp.log(jnp.array([[0.1, 0.4, 0.2, 0.3]]))
+    top2 = filter_logits(logits, top_k=2)
+    np.testing.assert_array_equal(np.isfinite(top2), [[False, True, False, True]])
+    # Cumulative 0.4, 0.7, 0.9, 1.0: top_p 0.6 keeps up to the first token past 0.6.
+    np.testing.assert_array_equal(
+        np.isfinite(filter_logits(logits, top_p=0.6)), [[False, True, False, True]]
+    )
+    np.testing.assert_array_equal(
+        np.isfinite(filter_logits(logits, top_p=0.75)), [[False, True, True, True]]
+    )
+    np.testing.assert_array_equal(
+        np.isfinite(filter_logits(logits, top_k=3, top_p=0.3)), [[0, 1, 0, 0]]
+    )
+    kept = filter_logits(logits, top_k=2)
+    np.testing.assert_allclose(kept[0, 1], logits[0, 1])
+
+
+# --- the decode loop ------------------------------------------------------------------
+
+
+def test_sampling_is_deterministic_and_matches_no_cache(model):
+    tokens, stats = sample(model, LABELS, _key(0))
+    assert tokens.shape == (3, N) and tokens.dtype == jnp.int32
+    assert stats == {"forward_passes": N, "tokens_generated": 3 * N}
+    np.testing.assert_array_equal(sample(model, LABELS, _key(0))[0], tokens)
+    assert not np.array_equal(sample(model, LABELS, _key(1))[0], tokens)
+    # Full recomputation draws the same tokens with the same per-step keys.
+    no_cache, no_cache_stats = sample_no_cache(nnx.split(model), LABELS, _key(0))
+    np.testing.assert_array_equal(no_cache, tokens)
+    assert no_cache_stats == stats
+
+
+def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
+    """Greedy decoding by full teacher-forced forwards, one host step per token."""
+    forward = nnx.jit(lambda m, t, c, d: m(t, c, drop=d))
+    b = labels.shape[0]
+    tokens = np.zeros((b, N), np.int32)
+    keep, null = jnp.zeros((b,), bool), jnp.ones((b,), bool)
+    for i in range(N):
+        logits = forward(model, jnp.asarray(tokens), labels, keep)[:, i]
+        if options.guided:
+            uncond = forward(model, jnp.asarray(tokens), labels, null)[:, i]
+            scale = guidance_scale(
+                options.cfg_schedule, options.cfg_scale, i, N, options.cfg_interval
+            )
+            logits = guide(logits, uncond, scale)
+        tokens[:, i] = np.argmax(logits, axis=-1)
+    return tokens
+
+
+def test_top_k_1_is_greedy_with_and_without_cfg(model):
+    options = SampleOptions(top_k=1)
+    greedy, _ = sample(model, LABELS, _key(3), options)
+    np.testing.assert_array_equal(greedy, _reference_greedy(model, LABELS, options))
+    # Guidance with a linear ramp on the first half of the steps, none after.
+    options = SampleOptions(top_k=1, cfg_scale=3.0, cfg_schedule="linear", cfg_interval=(0, 0.5))
+    guided, _ = sample(model, LABELS, _key(3), options)
+    np.testing.assert_array_equal(guided, _reference_greedy(model, LABELS, options))
+    assert not np.array_equal(guided, greedy)  # guidance changes this model's choices
+
+
+def test_cfg_scale_one_equals_no_guidance(model):
+    plain, _ = sample(model, LABELS, _key(5))
+    assert not SampleOptions(cfg_scale=1.0, cfg_schedule="linear").guided
+    # The doubled (conditional + null) batch with scale 1 on every step draws the same tokens.
+    options = SampleOptions(cfg_scale=4.0, cfg_interval=(0.0, 0.0))
+    assert options.guided
+    np.testing.assert_array_equal(sample(model, LABELS, _key(5), options)[0], plain)
+
+
+def test_options_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        SampleOptions(top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        SampleOptions(temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k"):
+        SampleOptions(top_k=-1)
+    assert SampleOptions(cfg_interval=[0, 1]).cfg_interval == (0.0, 1.0)
+    hash(SampleOptions(cfg_interval=(0.1, 0.5)))  # static argument of the jitted loop

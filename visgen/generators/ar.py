@@ -1,0 +1,343 @@
+"""The decoder-only AR transformer that learns p(tokens | condition), LlamaGen style.
+
+Sun et al. 2024, "Autoregressive Model Beats Diffusion: Llama for Scalable
+Image Generation" (`FoundationVision/LlamaGen`, `autoregressive/models/gpt.py`):
+
+- Sequence: `[condition prefix (c positions), tok_0, ..., tok_{N-2}]`, `c + N - 1`
+  positions. The output at position `c - 1 + i` predicts token `i`, so the
+  prefix's last position predicts the first token (LlamaGen's
+  `logits[:, cls_token_num - 1:]`).
+- Condition prefix: a class embedding `[num_classes + 1, c * D]` whose last
+  row is the null class used for classifier-free guidance, or text embeddings
+  `[B, L = c, D_text]` from any text encoder projected by a bias-free
+  `Linear -> GELU(tanh) -> Linear` MLP, with a learned null text embedding
+  `[L, D_text]` (init `randn / sqrt(D_text)`) substituted before the MLP.
+  Training drops the condition with probability `cond_dropout` per example.
+- Trunk: `depth` Llama blocks (`visgen.nn.llama`), final RMSNorm, then a head
+  (`visgen.generators.heads`, categorical here). Token dropout on the input
+  embeddings (prefix included) and residual dropout inside the blocks, both
+  0.1 in LlamaGen's training scripts; weight init `normal(0.02)`; zero-initialised
+  head.
+- Positions: RoPE over the token layout (1D `(K,)`, 2D `(h, w)`, 3D `(t, h, w)`);
+  the prefix positions get LlamaGen's `cos = sin = 0` (`zero_cond_rope`).
+
+Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
+`{"k", "v"}` arrays `[B, c + N - 1, H, Dh]`, `prefill` runs the prefix,
+`decode_step` feeds tokens at a traced position. Shapes are static.
+
+Simplifications vs LlamaGen: no grouped-query attention, no attention dropout
+or drop-path (both 0 in its configs), no text padding mask (LlamaGen's
+`emb_masks`); a class prefix may span `c > 1` positions (LlamaGen: `c = 1`).
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from visgen.generators.heads import CategoricalHead
+from visgen.nn.llama import DENSE_INIT, LayerCache, LlamaBlock, RMSNorm, dropout, swiglu_hidden
+from visgen.nn.rope import rope_table
+
+# (width, depth, heads) of LlamaGen's class-conditional GPT-B/L/XL; `tiny` for tests and demos.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (128, 4, 4),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1280, 36, 20),
+}
+
+# The KV cache: one `{"k": [B, S, H, Dh], "v": [B, S, H, Dh]}` per layer.
+Cache = list[LayerCache]
+
+
+@functools.lru_cache(maxsize=32)
+def _rope(
+    layout: tuple[int, ...], head_dim: int, prefix: int, base: float, zero_prefix: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    return rope_table(layout, head_dim, prefix=prefix, base=base, zero_prefix=zero_prefix)
+
+
+class ClassEmbedder(nnx.Module):
+    """Labels `[B]` int -> prefix `[B, c, D]` float32; label `num_classes` is the null class."""
+
+    def __init__(self, num_classes: int, width: int, prefix: int, *, rngs: nnx.Rngs):
+        self.num_classes = num_classes
+        self.prefix = prefix
+        self.embedding = nnx.Embed(
+            num_classes + 1, prefix * width, embedding_init=DENSE_INIT, rngs=rngs
+        )
+
+    def __call__(self, labels: jax.Array, drop: jax.Array | None = None) -> jax.Array:
+        labels = labels.astype(jnp.int32)
+        if drop is not None:
+            labels = jnp.where(drop, self.num_classes, labels)
+        return self.embedding(labels).reshape(labels.shape[0], self.prefix, -1)
+
+
+class TextEmbedder(nnx.Module):
+    """Text embeddings `[B, L, D_text]` -> prefix `[B, L, D]` float32 (LlamaGen CaptionEmbedder)."""
+
+    def __init__(self, text_dim: int, width: int, length: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.null = nnx.Param(
+            jax.random.normal(rngs.params(), (length, text_dim), jnp.float32) / text_dim**0.5
+        )
+        kw = dict(use_bias=False, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(text_dim, width, **kw)
+        self.fc2 = nnx.Linear(width, width, **kw)
+
+    def __call__(self, text: jax.Array, drop: jax.Array | None = None) -> jax.Array:
+        text = text.astype(jnp.float32)
+        if drop is not None:
+            text = jnp.where(drop[:, None, None], self.null[...], text)
+        h = jax.nn.gelu(self.fc1(text.astype(self.dtype)), approximate=True)
+        return self.fc2(h).astype(jnp.float32)
+
+
+class ARTransformer(nnx.Module):
+    """Decoder-only transformer over token ids `[B, N]` with a condition prefix.
+
+    Args:
+      vocab_size: number of token ids `V`.
+      layout: token layout of the tokenizer, `(K,)`, `(h, w)` or `(t, h, w)`;
+        `N = prod(layout)` tokens in raster order.
+      width, depth, heads: trunk size (see `SIZES`).
+      num_classes: class-conditional with this many classes (index
+        `num_classes` is the null class). Exclusive with `text_dim`.
+      text_dim: text-conditional on `[B, cls_token_num, text_dim]` embeddings.
+      cls_token_num: condition prefix length `c` (1 for class in LlamaGen, the
+        text length for text).
+      qk_norm: RMSNorm on queries and keys per head.
+      mlp_multiple_of: SwiGLU hidden size rounding (LlamaGen: 256).
+      rope_base: RoPE base frequency.
+      zero_cond_rope: LlamaGen's zeroed RoPE (so zeroed q, k) on prefix positions.
+      resid_dropout, token_dropout: dropout rates in training.
+      cond_dropout: probability of replacing the condition by the null one in
+        training (classifier-free guidance).
+      zero_init_head: zero-initialise the output classifier (LlamaGen).
+      dtype: compute dtype; parameters, norms and softmax stay float32.
+      rngs: parameter initialisation.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        layout: tuple[int, ...],
+        width: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        num_classes: int = 0,
+        text_dim: int = 0,
+        cls_token_num: int = 1,
+        qk_norm: bool = False,
+        mlp_multiple_of: int = 256,
+        rope_base: float = 10000.0,
+        zero_cond_rope: bool = True,
+        resid_dropout: float = 0.1,
+        token_dropout: float = 0.1,
+        cond_dropout: float = 0.1,
+        zero_init_head: bool = True,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if (num_classes > 0) == (text_dim > 0):
+            raise ValueError(
+                f"exactly one of num_classes ({num_classes}) and text_dim ({text_dim}) "
+                "must be positive"
+            )
+        if cls_token_num < 1:
+            raise ValueError(f"cls_token_num must be >= 1, got {cls_token_num}")
+        self.layout = tuple(int(n) for n in layout)
+        if not 1 <= len(self.layout) <= 3 or min(self.layout) < 1:
+            raise ValueError(f"layout must be 1 to 3 positive sizes, got {layout}")
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.vocab_size = vocab_size
+        self.num_tokens = math.prod(self.layout)
+        self.prefix = cls_token_num
+        self.width, self.depth, self.heads = width, depth, heads
+        self.head_dim = width // heads
+        self.num_classes = num_classes
+        self.text_dim = text_dim
+        self.rope_base = float(rope_base)
+        self.zero_cond_rope = zero_cond_rope
+        self.resid_dropout = resid_dropout
+        self.token_dropout = token_dropout
+        self.cond_dropout = cond_dropout
+        self.dtype = dtype
+        # Validates head_dim against the layout's RoPE split now, not at first call.
+        self._rope_table()
+
+        if num_classes:
+            self.cond_embed = ClassEmbedder(num_classes, width, cls_token_num, rngs=rngs)
+        else:
+            self.cond_embed = TextEmbedder(text_dim, width, cls_token_num, dtype=dtype, rngs=rngs)
+        self.tok_embeddings = nnx.Embed(vocab_size, width, embedding_init=DENSE_INIT, rngs=rngs)
+        hidden = swiglu_hidden(width, mlp_multiple_of)
+        self.layers = nnx.List(
+            [
+                LlamaBlock(
+                    width,
+                    heads,
+                    mlp_hidden=hidden,
+                    qk_norm=qk_norm,
+                    resid_dropout=resid_dropout,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.norm = RMSNorm(width)
+        self.head = CategoricalHead(
+            width, vocab_size, zero_init=zero_init_head, dtype=dtype, rngs=rngs
+        )
+
+    # --- condition ------------------------------------------------------------------
+
+    def _rope_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cos, sin) `[c + N, head_dim / 2]` for the prefix then the raster-ordered tokens."""
+        return _rope(self.layout, self.head_dim, self.prefix, self.rope_base, self.zero_cond_rope)
+
+    def _check_cond(self, cond: jax.Array) -> None:
+        if self.num_classes and cond.ndim != 1:
+            raise ValueError(f"class labels must be [B], got {tuple(cond.shape)}")
+        if self.text_dim and (cond.ndim != 3 or cond.shape[1:] != (self.prefix, self.text_dim)):
+            raise ValueError(
+                f"text embeddings must be [B, {self.prefix}, {self.text_dim}], "
+                f"got {tuple(cond.shape)}"
+            )
+
+    def condition_drop(self, batch: int, rng: jax.Array) -> jax.Array:
+        """Training's classifier-free-guidance dropout: `[batch]` bool, True w.p. `cond_dropout`."""
+        return jax.random.uniform(rng, (batch,)) < self.cond_dropout
+
+    def embed_condition(self, cond: jax.Array, *, drop: jax.Array | None = None) -> jax.Array:
+        """Labels `[B]` or text `[B, c, D_text]` -> prefix `[B, c, D]` float32.
+
+        `drop: [B]` bool replaces those examples' condition by the null one.
+        """
+        self._check_cond(cond)
+        return self.cond_embed(cond, drop)
+
+    # --- teacher forcing ------------------------------------------------------------
+
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        cond: jax.Array,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+        drop: jax.Array | None = None,
+    ) -> jax.Array:
+        """Tokens `[B, n]` (n <= N) -> normalised hidden states `[B, n, D]` float32.
+
+        Row `i` has seen the prefix and tokens `< i` and is what the head reads
+        to predict token `i`. `train` applies condition, token and residual
+        dropout and then needs `rng`; `drop: [B]` bool forces the null condition.
+        """
+        b, n = tokens.shape
+        if n > self.num_tokens:
+            raise ValueError(f"got {n} tokens, the layout {self.layout} has {self.num_tokens}")
+        keys: list[jax.Array | None] = [None, None, None]
+        if train:
+            if rng is None:
+                raise ValueError("train=True needs an rng for dropout")
+            keys = list(jax.random.split(rng, 3))
+            if drop is None and self.cond_dropout > 0:
+                drop = self.condition_drop(b, keys[0])
+        prefix = self.embed_condition(cond, drop=drop)
+        x = self.tok_embeddings(tokens[:, :-1].astype(jnp.int32))
+        x = dropout(jnp.concatenate([prefix, x], axis=1), self.token_dropout, keys[1])
+        seq = self.prefix + n - 1
+        cos, sin = (jnp.asarray(t[:seq]) for t in self._rope_table())
+        for i, layer in enumerate(self.layers):
+            layer_rng = None if keys[2] is None else jax.random.fold_in(keys[2], i)
+            x, _ = layer(x, cos, sin, rng=layer_rng)
+        return self.norm(x[:, self.prefix - 1 :])
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        cond: jax.Array,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+        drop: jax.Array | None = None,
+    ) -> jax.Array:
+        """Teacher forcing: tokens `[B, n]` int -> logits `[B, n, V]` float32.
+
+        `logits[:, i]` predicts token `i` from the condition and tokens `< i`.
+        """
+        return self.head.logits(self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop))
+
+    def loss(
+        self,
+        tokens: jax.Array,
+        cond: jax.Array,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+        drop: jax.Array | None = None,
+    ) -> jax.Array:
+        """Mean per-token loss (cross-entropy for the categorical head), a float32 scalar."""
+        hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
+        return jnp.mean(self.head.loss(hidden, tokens))
+
+    # --- cached decoding ------------------------------------------------------------
+
+    @property
+    def max_len(self) -> int:
+        """Sequence positions a full sample needs: prefix plus `N - 1` fed tokens."""
+        return self.prefix + self.num_tokens - 1
+
+    def init_cache(
+        self, batch: int, max_len: int | None = None, dtype: jnp.dtype | None = None
+    ) -> Cache:
+        """Zero KV cache: per layer `{"k", "v"}` of `[batch, max_len, H, Dh]` (default
+        `max_len = c + N - 1`, `dtype` the compute dtype)."""
+        shape = (batch, max_len or self.max_len, self.heads, self.head_dim)
+        dtype = dtype or self.dtype
+        return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
+
+    def _run_cached(self, x: jax.Array, start: jax.Array | int, cache: Cache):
+        n = x.shape[1]
+        cos, sin = (
+            jax.lax.dynamic_slice_in_dim(jnp.asarray(t), start, n) for t in self._rope_table()
+        )
+        new_cache = []
+        for layer, layer_cache in zip(self.layers, cache, strict=True):
+            x, layer_cache = layer(x, cos, sin, cache=layer_cache, start=start)
+            new_cache.append(layer_cache)
+        return self.norm(x), new_cache
+
+    def prefill(
+        self, cond: jax.Array, cache: Cache, *, drop: jax.Array | None = None
+    ) -> tuple[jax.Array, Cache]:
+        """Run the condition prefix into `cache`: returns logits `[B, V]` for token 0 and the cache.
+
+        `drop: [B]` bool uses the null condition for those rows (the
+        unconditional half of a classifier-free-guidance batch).
+        """
+        hidden, cache = self._run_cached(self.embed_condition(cond, drop=drop), 0, cache)
+        return self.head.logits(hidden[:, -1:])[:, 0], cache
+
+    def decode_step(
+        self, tokens: jax.Array, pos: jax.Array | int, cache: Cache
+    ) -> tuple[jax.Array, Cache]:
+        """Feed tokens `[B, n]` whose first is token number `pos` (0-based; may be traced).
+
+        Returns logits `[B, n, V]` float32, row `j` predicting token
+        `pos + j + 1`, and the cache with positions `c + pos .. c + pos + n - 1`
+        written. Requires `c + pos + n <= max_len` (not checked: a traced `pos`
+        past the end is clamped by `dynamic_update_slice`).
+        """
+        x = self.tok_embeddings(tokens.astype(jnp.int32))
+        hidden, cache = self._run_cached(x, self.prefix + pos, cache)
+        return self.head.logits(hidden), cache

@@ -1,0 +1,151 @@
+"""Generator training: an AR transformer on the tokens of a frozen, trained tokenizer.
+
+Each step tokenizes the batch with the tokenizer's EMA weights (embedded in
+the model as `Frozen` variables, so they are neither trained nor saved again)
+inside the same jitted step, then minimises the next-token cross-entropy
+given the condition (the class label; dropped to the null class with the
+generator's `cond_dropout` for classifier-free guidance).
+
+Evaluation reports the test cross-entropy (nats per token) beside the
+frequency-only baseline: the entropy of the test split's own token
+histogram, i.e. the best any model that ignores context and condition can
+score. The preview samples one row per class with the configured options.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from visgen.generators import make_generator
+from visgen.metrics import codebook
+from visgen.sampling import SampleOptions, sample
+from visgen.tasks import TASKS
+from visgen.train.task import Batch
+from visgen.train.workdir import load_frozen
+
+
+class GeneratorModel(nnx.Module):
+    """The trainable generator beside the frozen tokenizer that feeds it."""
+
+    def __init__(self, generator: nnx.Module, tokenizer: nnx.Module):
+        self.generator = generator
+        self.tokenizer = tokenizer
+
+
+@TASKS.register("generator")
+class GeneratorTask:
+    """Trains a class-conditional generator from `visgen.generators` on tokenizer tokens.
+
+    Args:
+      generator: keyword arguments of `make_generator` (`name` included);
+        `vocab_size` and `layout` come from the tokenizer.
+      tokenizer_workdir: a trained tokenizer's workdir (its latest checkpoint).
+      sample: decoding options for previews (and the sampling CLI's defaults).
+      preview_per_class: samples per class in the preview grid.
+      dtype: compute dtype of the generator.
+    """
+
+    def __init__(
+        self,
+        generator: dict[str, Any],
+        tokenizer_workdir: str,
+        sample: SampleOptions,
+        preview_per_class: int,
+        dtype: str,
+    ):
+        if not tokenizer_workdir:
+            raise ValueError(
+                "config.tokenizer_workdir is empty: a generator trains on the tokens of a "
+                "trained tokenizer (--config.tokenizer_workdir=DIR)"
+            )
+        self.frozen_tokenizer = load_frozen(tokenizer_workdir)
+        spec = self.frozen_tokenizer.build().tokenizer.spec
+        if spec.kind != "discrete":
+            raise ValueError(
+                f"the tokenizer in {tokenizer_workdir} makes {spec.kind} tokens; the AR "
+                "generator's categorical head needs discrete ones"
+            )
+        self.spec = spec
+        self.generator_args = dict(generator)
+        self.num_classes = int(self.generator_args.get("num_classes", 0))
+        self.sample_options = sample
+        self.preview_per_class = preview_per_class
+        self.dtype = jnp.dtype(dtype)
+
+    @classmethod
+    def from_config(cls, config) -> "GeneratorTask":
+        return cls(
+            generator=config.generator.to_dict(),
+            tokenizer_workdir=config.tokenizer_workdir,
+            sample=SampleOptions(**config.sample),
+            preview_per_class=config.preview_per_class,
+            dtype=config.dtype,
+        )
+
+    def build(self, rngs: nnx.Rngs) -> GeneratorModel:
+        generator = make_generator(
+            **self.generator_args,
+            vocab_size=self.spec.vocab_size,
+            layout=self.spec.layout,
+            dtype=self.dtype,
+            rngs=rngs,
+        )
+        return GeneratorModel(generator, self.frozen_tokenizer.build().tokenizer)
+
+    def _tokens(self, model: GeneratorModel, images: jax.Array) -> jax.Array:
+        """Images -> token ids `[B, N]` (raster order of the tokenizer's layout)."""
+        tokens = model.tokenizer.encode(images).tokens
+        return jax.lax.stop_gradient(tokens.reshape(tokens.shape[0], -1))
+
+    def loss(self, model: GeneratorModel, batch: Batch, rng: jax.Array, step: jax.Array):
+        tokens = self._tokens(model, batch["image"])
+        loss = model.generator.loss(tokens, batch["label"], train=True, rng=rng)
+        return loss, {"cross_entropy": loss}, None
+
+    def after_update(self, model: GeneratorModel, aux, rng: jax.Array) -> None:
+        del model, aux, rng
+
+    def eval_batch(self, model: GeneratorModel, batch: Batch) -> dict[str, jax.Array]:
+        mask = batch["mask"]
+        tokens = self._tokens(model, batch["image"])
+        logits = model.generator(tokens, batch["label"])
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        ce = -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+        m = mask.astype(jnp.float32)
+        return {
+            "ce_sum": jnp.sum(m[:, None] * ce),
+            "tokens": jnp.sum(m) * tokens.shape[1],
+            "code_histogram": codebook.code_histogram(tokens, self.spec.vocab_size, mask),
+        }
+
+    def eval_summary(self, sums: dict[str, Any]) -> dict[str, float]:
+        counts = np.asarray(sums["code_histogram"], np.float64)
+        p = counts[counts > 0] / counts.sum()
+        frequency_ce = float(-np.sum(p * np.log(p)))
+        test_ce = float(sums["ce_sum"]) / float(sums["tokens"])
+        return {
+            "cross_entropy": test_ce,
+            "frequency_baseline_cross_entropy": frequency_ce,
+            "nats_below_baseline": frequency_ce - test_ce,
+            "tokens": float(sums["tokens"]),
+        }
+
+    def class_labels(self, per_class: int) -> np.ndarray:
+        """`[num_classes * per_class]` labels, class-major (one preview row per class)."""
+        return np.repeat(np.arange(self.num_classes, dtype=np.int32), per_class)
+
+    def decode(self, model: GeneratorModel, tokens: jax.Array) -> jax.Array:
+        """Token ids `[B, N]` -> images in [-1, 1] through the frozen tokenizer."""
+        ids = tokens.reshape(tokens.shape[0], *self.spec.layout)
+        return jnp.clip(model.tokenizer.decode(ids), -1.0, 1.0)
+
+    def preview(self, model: GeneratorModel, batch: Batch) -> jax.Array:
+        """Samples, one row per class: `[num_classes, per_class, H, W, 3]`."""
+        del batch
+        labels = jnp.asarray(self.class_labels(self.preview_per_class))
+        tokens, _ = sample(model.generator, labels, jax.random.key(0), self.sample_options)
+        images = self.decode(model, tokens)
+        return images.reshape(self.num_classes, self.preview_per_class, *images.shape[1:])
