@@ -10,7 +10,10 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    on those tokens in `<out>/generator` and reports its test cross-entropy
    beside the frequency-only baseline;
 4. samples one row per class with classifier-free guidance into
-   `<out>/samples.png` (and `samples/samples.npz` for FID).
+   `<out>/samples.png`;
+5. evaluates under the `shapes` feature network (`evals/weights/shapes.npz`):
+   the FID of 500 guided samples against the test split, and the rFID and
+   pFID (RobusTok token perturbation at alpha 0.1, 0.2, 0.3) of the tokenizer.
 
 Every stage resumes if interrupted and a finished one is reused. All
 numbers go to `<out>/metrics.json`.
@@ -54,16 +57,36 @@ def _train(spec: str, workdir: str, data_dir: str, steps: int, **overrides) -> b
     return True
 
 
+def _final_eval(workdir: str, png_path: str, task: str) -> dict:
+    """The training run's last evaluation (EMA weights, whole test split) and its
+    preview, re-run only if the run did not leave them."""
+    from PIL import Image
+
+    from evals.recon import evaluate_workdir
+    from visgen.train.workdir import load_config
+
+    step = load_config(workdir).train.steps
+    metrics_path = os.path.join(workdir, "eval", f"step_{step:07d}.json")
+    preview_path = os.path.join(workdir, "images", f"preview_{step:07d}.png")
+    if not (os.path.isfile(metrics_path) and os.path.isfile(preview_path)):
+        return evaluate_workdir(workdir, png_path, task=task)
+    img = Image.open(preview_path)
+    img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(png_path)
+    with open(metrics_path) as f:
+        return json.load(f)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--tokenizer-steps", type=int, default=0, help="0 = the config's")
     parser.add_argument("--generator-steps", type=int, default=0, help="0 = the config's")
     parser.add_argument("--samples-per-class", type=int, default=8)
+    parser.add_argument("--fid-samples", type=int, default=500)
     parser.add_argument("--data-dir", default="", help="default: <out>/../data")
     args = parser.parse_args(argv)
 
-    from evals.recon import evaluate_workdir
+    from evals import fid as fid_cli
     from launch import sample as sample_cli
     from visgen.data import ensure_built
     from visgen.runtime import enable_compilation_cache
@@ -74,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data_dir or os.path.join(out, "..", "data"))
-    print(f"[1/4] dataset shapes/32 in {data_dir}")
+    print(f"[1/5] dataset shapes/32 in {data_dir}")
     ensure_built("shapes", "", data_dir)
 
     tokenizer = os.path.join(out, "tokenizer")
-    print(f"[2/4] training the tiny vq2d tokenizer in {tokenizer}")
+    print(f"[2/5] training the tiny vq2d tokenizer in {tokenizer}")
     if not _train("configs/vq2d.py:tiny", tokenizer, data_dir, args.tokenizer_steps):
         return 1
-    print("      evaluating its EMA weights on the whole test split")
-    metrics = {"tokenizer": evaluate_workdir(tokenizer, os.path.join(out, "reconstructions.png"))}
+    png = os.path.join(out, "reconstructions.png")
+    metrics = {"tokenizer": _final_eval(tokenizer, png, "tokenizer")}
     tok = metrics["tokenizer"]
     print(
         f"      test PSNR {tok['psnr']:.2f} dB (mean-colour baseline "
@@ -91,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     generator = os.path.join(out, "generator")
-    print(f"[3/4] training the tiny AR generator on its tokens in {generator}")
+    print(f"[3/5] training the tiny AR generator on its tokens in {generator}")
     if not _train(
         "configs/ar.py:tokenizer=vq2d,tiny",
         generator,
@@ -100,31 +123,39 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer_workdir=tokenizer,
     ):
         return 1
-    gen = evaluate_workdir(
-        generator, os.path.join(generator, "eval", "preview.png"), task="generator"
-    )
+    gen = _final_eval(generator, os.path.join(generator, "eval", "preview.png"), "generator")
     metrics["generator"] = gen
     print(
         f"      test cross-entropy {gen['cross_entropy']:.3f} nats/token; frequency-only "
         f"baseline {gen['frequency_baseline_cross_entropy']:.3f}"
     )
 
-    print("[4/4] sampling one row per class with guidance")
+    print("[4/5] sampling one row per class with guidance")
     samples = os.path.join(out, "samples")
     classes = load_config(generator).generator.num_classes
-    argv = [
-        "--workdir",
-        generator,
-        "--out",
-        samples,
-        "--num",
-        str(classes * args.samples_per_class),
-    ]
+    batch = str(classes * args.samples_per_class)
+    argv = ["--workdir", generator, "--out", samples, "--num", batch, "--batch-size", batch]
     if sample_cli.main(argv) != 0:
         return 1
     os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples.png"))
+
+    print(f"[5/5] FID-family metrics under the shapes feature network ({args.fid_samples} samples)")
+    argv[argv.index("--num") + 1] = str(args.fid_samples)
+    if sample_cli.main(argv) != 0:
+        return 1
     with open(os.path.join(samples, "stats.json")) as f:
         metrics["sampling"] = json.load(f)
+    gfid, pfid = os.path.join(out, "fid.json"), os.path.join(out, "pfid.json")
+    common = ["--features", "shapes", "--data-dir", data_dir]
+    npz = os.path.join(samples, "samples.npz")
+    ref = ["--ref-dataset", "shapes", "--ref-split", "test"]
+    if fid_cli.main(["gfid", "--samples", npz, *ref, *common, "--out", gfid]) != 0:
+        return 1
+    if fid_cli.main(["pfid", "--workdir", tokenizer, *common, "--out", pfid]) != 0:
+        return 1
+    for name, path in (("fid", gfid), ("pfid", pfid)):
+        with open(path) as f:
+            metrics[name] = json.load(f)
 
     metrics["demo_seconds"] = time.perf_counter() - t0
     with open(os.path.join(out, "metrics.json"), "w") as f:
