@@ -11,7 +11,7 @@ Variants (comma separated): `tiny`; `res=R`; `codes=V`; `data=<tfds name or
 folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`).
 
 `tiny` uses the patch-ViT backbone (patch 4, width 64, depth 2): on a 2-core
-CPU it trains ~10x faster than the conv backbone at 32 px. The full config
+CPU its train step measured 0.39 s against 2.56 s for a small conv model. The full config
 keeps LlamaGen's VQ-16 recipe: conv backbone, AdamW 1e-4, beta (0.9, 0.95),
 weight decay 0.05, grad clip 1 (batch 128 there), L2 reconstruction,
 perceptual and GAN terms enabled through `config.loss` when their weights

@@ -6,10 +6,11 @@ r"""Sample images from a trained generator workdir.
 
 Writes into `DIR`: `samples.png` (a grid; one row per class when classes
 cycle), `samples.npz` (`images` uint8 `[N, H, W, 3]` as `python -m evals.fid`
-reads them, and `labels`), `stats.json` (seconds, images/s, forward passes,
-tokens) and, with `--png`, one PNG per sample. Without a class option the
-samples cycle through every class. Every input is checked before anything is
-sampled or written, so a bad call leaves no partial output.
+reads them, and `labels`), `stats.json` (seconds and images/s, both including the
+first batch's compilation; forward passes; tokens) and, with `--png`, one
+PNG per sample. Without a class option the samples cycle through every
+class. Every input is checked before anything is sampled or written, so a
+bad call leaves no partial output.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import time
 
 import numpy as np
 
-SCHEDULES = ("constant", "linear", "half-linear")
+from visgen.sampling.guidance import SCHEDULES
 
 
 class UsageError(Exception):

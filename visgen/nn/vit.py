@@ -22,6 +22,11 @@ DENSE_INIT = nnx.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
 
 
+def learned_embedding(rngs: nnx.Rngs, *shape: int) -> nnx.Param:
+    """A learned embedding `[*shape]`, init `width^-0.5 * randn` (last dim = width), as TiTok's."""
+    return nnx.Param(shape[-1] ** -0.5 * jax.random.normal(rngs.params(), shape, jnp.float32))
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Full softmax attention: q, k, v `[B, N, H, Dh]` -> `[B, N, H, Dh]`.
 

@@ -64,6 +64,14 @@ class Encoded:
     stats: dict[str, jax.Array]
 
 
+def check_input(name: str, x: jax.Array, input_shape: tuple[int, ...]) -> None:
+    """Raises a clear error unless `x` is `[B, *input_shape]`."""
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"{name} expects input [B, {', '.join(map(str, input_shape))}], got {tuple(x.shape)}"
+        )
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     """Images or videos to tokens and back."""

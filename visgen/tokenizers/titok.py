@@ -38,9 +38,9 @@ import optax
 from flax import nnx
 
 from visgen.nn.patchify import grid_shape, patchify, unpatchify
-from visgen.nn.vit import DENSE_INIT, LN_EPS, Transformer
+from visgen.nn.vit import DENSE_INIT, LN_EPS, Transformer, learned_embedding
 from visgen.quantizers import DiagonalGaussian, VectorQuantizer
-from visgen.tokenizers.base import Encoded, TokenSpec
+from visgen.tokenizers.base import Encoded, TokenSpec, check_input
 
 # Model sizes of the paper as (width, depth, heads); its headline 256-px models
 # are S-128, B-64 and L-32 (size-tokens), all with 4096 codes x 12 dims, L2 norm.
@@ -49,15 +49,6 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "B": (768, 12, 12),
     "L": (1024, 24, 16),
 }
-
-
-def _embedding(rngs: nnx.Rngs, *shape: int) -> nnx.Param:
-    """A learned embedding initialised `width^-0.5 * randn`, as TiTok's."""
-    return nnx.Param(shape[-1] ** -0.5 * jax.random.normal(rngs.params(), shape, jnp.float32))
-
-
-def _normal(std: float):
-    return DENSE_INIT if std == 0.02 else nnx.initializers.normal(stddev=std)
 
 
 def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -86,13 +77,19 @@ class TiTokEncoder(nnx.Module):
         self.patch_embed = nnx.Linear(
             patch_dim, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs
         )
-        self.cls = _embedding(rngs, 1, width)
-        self.pos = _embedding(rngs, num_patches + 1, width)
-        self.latent_tokens = _embedding(rngs, num_tokens, width)
-        self.latent_pos = _embedding(rngs, num_tokens, width)
+        self.cls = learned_embedding(rngs, 1, width)
+        self.pos = learned_embedding(rngs, num_patches + 1, width)
+        self.latent_tokens = learned_embedding(rngs, num_tokens, width)
+        self.latent_pos = learned_embedding(rngs, num_tokens, width)
         self.ln_pre = _layer_norm(width, rngs)
         self.transformer = Transformer(
-            depth, width, heads, dtype=dtype, remat=remat, init=_normal(init_std), rngs=rngs
+            depth,
+            width,
+            heads,
+            dtype=dtype,
+            remat=remat,
+            init=nnx.initializers.normal(stddev=init_std),
+            rngs=rngs,
         )
         self.ln_post = _layer_norm(width, rngs)
         self.head = nnx.Linear(width, out_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
@@ -130,13 +127,19 @@ class TiTokDecoder(nnx.Module):
     ):
         self.dtype = dtype
         self.embed = nnx.Linear(token_dim, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
-        self.cls = _embedding(rngs, 1, width)
-        self.pos = _embedding(rngs, num_patches + 1, width)
-        self.mask_token = _embedding(rngs, 1, width)
-        self.latent_pos = _embedding(rngs, num_tokens, width)
+        self.cls = learned_embedding(rngs, 1, width)
+        self.pos = learned_embedding(rngs, num_patches + 1, width)
+        self.mask_token = learned_embedding(rngs, 1, width)
+        self.latent_pos = learned_embedding(rngs, num_tokens, width)
         self.ln_pre = _layer_norm(width, rngs)
         self.transformer = Transformer(
-            depth, width, heads, dtype=dtype, remat=remat, init=_normal(init_std), rngs=rngs
+            depth,
+            width,
+            heads,
+            dtype=dtype,
+            remat=remat,
+            init=nnx.initializers.normal(stddev=init_std),
+            rngs=rngs,
         )
         self.ln_post = _layer_norm(width, rngs)
         self.head = nnx.Linear(width, patch_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
@@ -262,19 +265,12 @@ class TiTok(nnx.Module):
             else None
         )
 
-    def _check_input(self, x: jax.Array) -> None:
-        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"TiTok expects input [B, {', '.join(map(str, self.input_shape))}], got "
-                f"{tuple(x.shape)}"
-            )
-
     def features(self, x: jax.Array) -> jax.Array:
         """Pre-quantization features `[B, K, C]` float32 (`[B, K, 2C]` moments for vae).
 
         The training task passes these (flattened) to `quantizer.revive`.
         """
-        self._check_input(x)
+        check_input("TiTok", x, self.input_shape)
         return self.encoder(patchify(x, self.patch))
 
     def encode(
