@@ -6,8 +6,8 @@ Train (paper sizes at 256 px: S-128, B-64, L-32; `tiny` is the 32 px CPU demo):
   python -m launch.train --config configs/titok.py:size=S,tokens=128,res=256,data=imagenet2012 \
       --workdir gs://bucket/titok_s128 --config.data.data_dir=/data/tfds
 
-Two-stage training (the paper's main recipe; what `make demo` runs): train a
-2D grid tokenizer whose grid equals TiTok's patch grid, then TiTok on its codes:
+Two-stage training (the paper's main recipe): train a 2D grid tokenizer whose
+grid equals TiTok's patch grid, then TiTok on its codes:
 
   python -m launch.train --config configs/vq2d.py:tiny --workdir outputs/vq2d_tiny
   python -m launch.train --config configs/titok.py:tiny,two_stage --workdir outputs/titok_tiny \

@@ -259,6 +259,8 @@ def _open_npz(path: str, what: str) -> np.lib.npyio.NpzFile:
 def load_samples(path: str) -> np.ndarray:
     """Sample images uint8 `[N, H, W, 3]` from an `.npz` (key `images`, else `arr_0`).
 
+    `load_labels` reads the class labels that `launch.sample` stores beside them.
+
     Raises:
       FileNotFoundError: no such file.
       ValueError: not an `.npz`, no arrays, no known key, an empty or
@@ -282,6 +284,24 @@ def load_samples(path: str) -> np.ndarray:
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: {key!r} must be uint8 (0-255), got {images.dtype}")
     return images
+
+
+def load_labels(path: str, num_samples: int) -> np.ndarray | None:
+    """The conditioning class labels `[N]` int of a samples `.npz` (key `labels`), or None.
+
+    Raises:
+      ValueError: labels that are not `[num_samples]` integers.
+    """
+    with _open_npz(path, "samples file") as data:
+        if "labels" not in data.files:
+            return None
+        labels = data["labels"]
+    if labels.shape != (num_samples,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: 'labels' must be [{num_samples}] integers (one per image), "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    return labels
 
 
 def _reference_from_file(
@@ -366,6 +386,7 @@ def generation_fid(
     features: FeatureNetwork,
     *,
     samples_name: str = "",
+    labels: np.ndarray | None = None,
     ref: str = "",
     ref_dataset: str = "",
     ref_split: str = "test",
@@ -381,6 +402,10 @@ def generation_fid(
       images: uint8 `[N, H, W, 3]` (`load_samples`).
       features: the feature network.
       samples_name: where the samples came from, for the result.
+      labels: the classes the samples were conditioned on, `[N]` int (None:
+        unconditional). With a dataset classifier as the feature network the
+        result gains `class_accuracy`: the fraction of samples it classifies
+        as their conditioning class (how often the requested class shows).
       ref: a statistics `.npz` (`mu`, `sigma`) or an ADM-style image batch.
       ref_dataset, ref_split, ref_config, data_dir: or a dataset split, read
         through the eval pipeline at `ref_image_size` (default: the samples'
@@ -442,6 +467,13 @@ def generation_fid(
     logits = np.concatenate(acc.logits)
     if len(logits) >= 10:
         result["is"], result["is_std"] = inception_score(logits)
+    if labels is not None and features.name != "inception":
+        if labels.min() < 0 or labels.max() >= logits.shape[-1]:
+            raise ValueError(
+                f"{samples_name}: labels span [{labels.min()}, {labels.max()}] but the "
+                f"{features.name} classifier has {logits.shape[-1]} classes"
+            )
+        result["class_accuracy"] = float(np.mean(logits.argmax(-1) == labels))
     return result
 
 
@@ -783,11 +815,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.mode == "gfid":
         # Bad samples fail before a feature network is loaded.
         images = load_samples(args.samples)
+        labels = load_labels(args.samples, len(images))
         features = load_features(args.features, inception_weights=args.inception_weights)
         return generation_fid(
             images,
             features,
             samples_name=args.samples,
+            labels=labels,
             ref=args.ref,
             ref_dataset=args.ref_dataset,
             ref_split=args.ref_split,

@@ -3,7 +3,7 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
   python -m launch.demo --out outputs/demo [--tokenizer-steps N] [--generator-steps N]
 
 1. builds `shapes` (32 px) into `<out>/../data` if missing;
-2. trains the tiny 2D grid tokenizer (`configs/vq2d.py:tiny`, 8 x 8 tokens) in
+2. trains the tiny 2D grid tokenizer (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes) in
    `<out>/tokenizer`, evaluates its EMA weights on the whole test split and
    writes `<out>/reconstructions.png` (originals above reconstructions);
 3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=vq2d,tiny`)
@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in (("fid", gfid), ("pfid", pfid)):
         with open(path) as f:
             metrics[name] = json.load(f)
+    print(
+        f"      samples: FID {metrics['fid']['fid']:.1f}, the requested class in "
+        f"{100 * metrics['fid']['class_accuracy']:.0f}% of them (the classifier gets "
+        f"{100 * metrics['fid']['features_info']['test_accuracy']:.0f}% of real test images)"
+    )
 
     metrics["demo_seconds"] = time.perf_counter() - t0
     with open(os.path.join(out, "metrics.json"), "w") as f:

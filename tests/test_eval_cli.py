@@ -238,6 +238,28 @@ def test_gfid_of_a_split_against_itself_is_zero(capsys, tmp_path, shapes_dir):
     assert far["fid"] > 1.0
 
 
+def test_gfid_class_accuracy_of_conditioned_samples(capsys, tmp_path, shapes_dir):
+    images, labels = load_split("shapes", "test", shapes_dir)
+    ref = ["--features", "shapes", "--ref-dataset", "shapes", "--data-dir", shapes_dir]
+    samples = str(tmp_path / "samples.npz")
+
+    def accuracy(sample_labels) -> float:
+        np.savez(samples, images=images, labels=sample_labels)
+        rc, result, err = _cli(capsys, "gfid", "--samples", samples, *ref)
+        assert rc == 0, err
+        return result["class_accuracy"]
+
+    # The shipped classifier gets ~84% of the test split; wrong labels much less.
+    assert accuracy(labels) > 0.7
+    assert accuracy((labels + 1) % 5) < 0.3
+    np.savez(samples, images=images, labels=labels + 5)
+    rc, _, err = _cli(capsys, "gfid", "--samples", samples, *ref)
+    assert rc == 2 and "5 classes" in err, err
+    np.savez(samples, images=images, labels=labels[:3])
+    rc, _, err = _cli(capsys, "gfid", "--samples", samples, *ref)
+    assert rc == 2 and "labels" in err, err
+
+
 # ------------------------------------------------------------------ bad inputs
 
 
