@@ -19,6 +19,9 @@ BAD_STEP = 2
 class ToyTask:
     """Regress the mean colour; the loss turns NaN from `BAD_STEP` on."""
 
+    def prepare_data(self, data_cfg):
+        del data_cfg
+
     def build(self, rngs):
         return nnx.Linear(3, 3, rngs=rngs)
 

@@ -6,6 +6,8 @@ Batches are dicts of numpy arrays, per process:
     "label":   int32 [b], -1 where the dataset has no labels
     "caption": str [b], only when `with_captions`
     "mask":    bool [b], eval only: False on the padding that fills the last batch
+    "tokens":  int32 [b, N], instead of "image" in train batches read from a
+               token cache (`DataConfig.token_cache`, `visgen.data.token_cache`)
 
 where b = batch_size // jax.process_count(). The train stream is a pure
 function of the seed: the shuffle and every random crop/flip are seeded from
@@ -26,6 +28,7 @@ from absl import flags
 
 from visgen.data.preprocess import mirror_caption, preprocess_image, preprocess_video
 from visgen.data.sources import FolderSource, TfdsSource, make_source
+from visgen.data.token_cache import TokenCacheSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,9 @@ class DataConfig:
     seed: int = 0
     num_workers: int = 0  # grain worker processes; 0 = in-process
     with_captions: bool = False
+    # A token cache directory (`visgen.data.token_cache`): train batches are then
+    # {"tokens", "label"} read from it instead of images. Generator tasks build it.
+    token_cache: str = ""
 
 
 def _source(cfg: DataConfig, split: str) -> TfdsSource | FolderSource:
@@ -120,14 +126,26 @@ def _read_options() -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
 
 
+def _cached_tokens(record: dict, rng: np.random.Generator) -> dict:
+    """A token-cache record is already model input (mirrored copies are records of their own)."""
+    del rng
+    return record
+
+
 def make_train_iterator(cfg: DataConfig) -> grain.DatasetIterator:
     """Returns an endless iterator of shuffled, augmented train batches.
 
     Each process reads its own shard (every `process_count`-th example), so
-    processes never see the same example in an epoch.
+    processes never see the same example in an epoch. With `cfg.token_cache`
+    the batches are `{"tokens": [b, N], "label": [b]}` from the cache.
     """
     per_process = _per_process(cfg.batch_size)
-    source = _source(cfg, cfg.train_split)
+    if cfg.token_cache:
+        source = TokenCacheSource(cfg.token_cache)
+        preprocess = _cached_tokens
+    else:
+        source = _source(cfg, cfg.train_split)
+        preprocess = _Preprocess(cfg, train=True)
     index, count = jax.process_index(), jax.process_count()
     if len(source) < count:
         raise ValueError(f"{len(source)} train examples cannot be sharded over {count} processes")
@@ -138,7 +156,7 @@ def make_train_iterator(cfg: DataConfig) -> grain.DatasetIterator:
         .seed(seed)
         .shuffle()
         .repeat()
-        .random_map(_Preprocess(cfg, train=True))
+        .random_map(preprocess)
         .batch(per_process, drop_remainder=True)
         .to_iter_dataset(_read_options())
     )

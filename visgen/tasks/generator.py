@@ -4,7 +4,11 @@ Each step tokenizes the batch with the tokenizer's EMA weights (embedded in
 the model as `Frozen` variables, so they are neither trained nor saved again)
 inside the same jitted step, then minimises the next-token cross-entropy
 given the condition (the class label; dropped to the null class with the
-generator's `cond_dropout` for classifier-free guidance).
+generator's `cond_dropout` for classifier-free guidance). With
+`config.data.token_cache = DIR` the train split is tokenized once into DIR
+(`visgen.data.token_cache`; built on first use, refused if another tokenizer
+checkpoint made it) and train steps read the ids from there, skipping the
+encoder; evaluation still tokenizes the test images.
 
 Evaluation reports the test cross-entropy (nats per token) beside the
 frequency-only baseline: the entropy of the test split's own token
@@ -12,6 +16,9 @@ histogram, i.e. the best any model that ignores context and condition can
 score. The preview samples one row per class with the configured options.
 """
 
+import dataclasses
+import math
+import os
 from typing import Any
 
 import jax
@@ -19,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from visgen.data import DataConfig, make_eval_iterator, num_examples
+from visgen.data.token_cache import TokenizerRecord, build_token_cache, check_cache, read_metadata
 from visgen.generators import make_generator
 from visgen.metrics import codebook
 from visgen.sampling import SampleOptions, sample
@@ -85,6 +94,47 @@ class GeneratorTask:
             dtype=config.dtype,
         )
 
+    def tokenizer_record(self) -> TokenizerRecord:
+        """The frozen tokenizer's identity, as token caches record it."""
+        frozen = self.frozen_tokenizer
+        return TokenizerRecord(
+            workdir=os.path.abspath(frozen.workdir),
+            step=int(frozen.step),
+            fingerprint=frozen.fingerprint,
+            layout=tuple(self.spec.layout),
+            vocab_size=int(self.spec.vocab_size),
+        )
+
+    def prepare_data(self, data_cfg: DataConfig, batch_size: int = 64) -> dict | None:
+        """With `data_cfg.token_cache`: builds the cache from the train split if it is
+        missing, then checks that this task's tokenizer and data made it; returns
+        its metadata (None without a cache)."""
+        if not data_cfg.token_cache:
+            return None
+        record = self.tokenizer_record()
+        directory = data_cfg.token_cache
+        if read_metadata(directory) is None:
+            if jax.process_count() > 1:
+                raise ValueError(
+                    f"no token cache in {directory}: build it in a single-process run first"
+                )
+            split = data_cfg.train_split
+            read_cfg = dataclasses.replace(data_cfg, eval_split=split, token_cache="")
+            graphdef, state = nnx.split(self.frozen_tokenizer.build().tokenizer)
+            encode = jax.jit(
+                lambda s, x: nnx.merge(graphdef, s).encode(x).tokens.reshape(x.shape[0], -1)
+            )
+            count = num_examples(read_cfg, split)
+            build_token_cache(
+                directory,
+                lambda images: np.asarray(encode(state, images)),
+                make_eval_iterator(read_cfg, batch_size=batch_size),
+                math.ceil(count / batch_size),
+                record,
+                data_cfg,
+            )
+        return check_cache(directory, record, data_cfg)
+
     def build(self, rngs: nnx.Rngs) -> GeneratorModel:
         generator = make_generator(
             **self.generator_args,
@@ -101,7 +151,10 @@ class GeneratorTask:
         return jax.lax.stop_gradient(tokens.reshape(tokens.shape[0], -1))
 
     def loss(self, model: GeneratorModel, batch: Batch, rng: jax.Array, step: jax.Array):
-        tokens = self._tokens(model, batch["image"])
+        if "tokens" in batch:  # from a token cache
+            tokens = batch["tokens"].astype(jnp.int32)
+        else:
+            tokens = self._tokens(model, batch["image"])
         loss = model.generator.loss(tokens, batch["label"], train=True, rng=rng)
         return loss, {"cross_entropy": loss}, None
 

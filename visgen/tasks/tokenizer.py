@@ -99,6 +99,13 @@ class TokenizerTask:
             dtype=config.dtype,
         )
 
+    def prepare_data(self, data_cfg) -> None:
+        if data_cfg.token_cache:
+            raise ValueError(
+                f"data.token_cache={data_cfg.token_cache!r} is for generator training; "
+                "a tokenizer trains on images (leave it empty)"
+            )
+
     def build(self, rngs: nnx.Rngs) -> TokenizerModel:
         cfg = self.loss_cfg
         args = dict(self.tokenizer_args)

@@ -126,6 +126,7 @@ def train(
     frozen_sh = shd.state_shardings(abstract_frozen, mesh, train_cfg.min_fsdp_size)
     batch_sh = shd.batch_sharding(mesh)
 
+    task.prepare_data(data_cfg)
     data_iter = make_train_iterator(data_cfg)
     ckpt = Checkpointer(
         workdir, keep=train_cfg.keep_checkpoints, async_save=train_cfg.async_checkpoints

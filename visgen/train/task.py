@@ -16,6 +16,11 @@ Metrics = dict[str, jax.Array]
 
 
 class Task(Protocol):
+    def prepare_data(self, data_cfg: Any) -> None:
+        """Called once before the train iterator is made: build or check derived data
+        (a generator's token cache), or reject settings the task cannot train with."""
+        ...
+
     def build(self, rngs: nnx.Rngs) -> nnx.Module:
         """The model with freshly initialised parameters."""
         ...

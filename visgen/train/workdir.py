@@ -78,6 +78,15 @@ class FrozenCheckpoint:
         self._graphdef, state = nnx.split(model)
         self._state = jax.tree.map(np.asarray, state)
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights (see `visgen.data.token_cache.fingerprint`)."""
+        from visgen.data.token_cache import fingerprint
+
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = fingerprint(self._state)
+        return self._fingerprint
+
     def build(self) -> nnx.Module:
         """A fresh copy of the trained model with every variable `Frozen`."""
         from visgen.nn.frozen import freeze
