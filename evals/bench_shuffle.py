@@ -105,8 +105,8 @@ def tokenizer_dir(args) -> str:
     return os.path.join(args.out, "tokenizer")
 
 
-def generator_dir(args, window: int) -> str:
-    return os.path.join(args.out, f"generator_s{window}")
+def generator_dir(args, name: str) -> str:
+    return os.path.join(args.out, f"generator_{name}")
 
 
 def load_config(spec: str, overrides: dict):
@@ -227,20 +227,21 @@ def time_sampling(args, workdir: str) -> dict:
     return out
 
 
-def sample_fid(args, window: int, schedule: str) -> dict:
-    """`--fid-samples` samples through `launch.sample` and their FID against the test split."""
+def sample_fid(args, name: str, schedule: str) -> dict:
+    """`--fid-samples` samples of generator `name` through `launch.sample` and their FID
+    against the test split."""
     from evals.fid import generation_fid, load_features, load_samples
     from launch import sample as sample_cli
 
-    out = os.path.join(args.out, f"samples_s{window}_{schedule}")
+    out = os.path.join(args.out, f"samples_{name}_{schedule}")
     result_path = os.path.join(out, "fid.json")
     if os.path.isfile(result_path):
         with open(result_path) as f:
             return json.load(f)
-    argv = ["--workdir", generator_dir(args, window), "--out", out, "--num", str(args.fid_samples)]
+    argv = ["--workdir", generator_dir(args, name), "--out", out, "--num", str(args.fid_samples)]
     argv += ["--batch-size", str(args.sample_batch), "--cfg", str(GUIDANCE)]
     if sample_cli.main([*argv, "--cfg-schedule", schedule, "--seed", "1"]) != 0:
-        raise RuntimeError(f"launch.sample failed for window {window}")
+        raise RuntimeError(f"launch.sample failed for {name}")
     images = load_samples(os.path.join(out, "samples.npz"))
     result = generation_fid(
         images,
@@ -278,25 +279,41 @@ def tokenizer_rfid(args) -> dict:
     )
 
 
-def bench_window(args, window: int, timing: dict) -> dict:
-    """Trains window `window` for the budget, then measures its sampling speed and FID."""
-    steps = max(1, round(args.budget_s / (timing["step_seconds"] + timing["fetch_seconds"])))
-    print(f"[train] window {window}: {steps} steps for {args.budget_s:.0f} s", flush=True)
-    workdir = generator_dir(args, window)
-    overrides = generator_overrides(args, window, steps)
-    gen_eval = train_with_launcher(GENERATOR_SPEC, workdir, overrides)
-    print(f"[sample] window {window}", flush=True)
-    sampling = cached(args, f"sampling_s{window}", lambda: time_sampling(args, workdir))
+def budget_steps(args, timing: dict) -> int:
+    """Steps that fill the training budget at the measured step and batch-fetch time."""
+    return max(1, round(args.budget_s / (timing["step_seconds"] + timing["fetch_seconds"])))
+
+
+def train_and_score(args, window: int, steps: int, name: str) -> dict:
+    """Trains generator `name` (window `window`) for `steps`, then its FID per schedule."""
+    print(f"[train] {name}: window {window}, {steps} steps", flush=True)
+    workdir = generator_dir(args, name)
+    gen_eval = train_with_launcher(
+        GENERATOR_SPEC, workdir, generator_overrides(args, window, steps)
+    )
     return {
         "window": window,
         "steps": steps,
         "train_seconds": train_seconds(workdir, steps),
         "test_cross_entropy": gen_eval["cross_entropy"],
         "frequency_baseline_cross_entropy": gen_eval["frequency_baseline_cross_entropy"],
-        "timing": timing,
-        "sampling": sampling,
-        "fid": {s: sample_fid(args, window, s)["fid"] for s in ("constant", "half-linear")},
+        "fid": {s: sample_fid(args, name, s)["fid"] for s in ("constant", "half-linear")},
     }
+
+
+def bench_window(args, window: int, timing: dict) -> dict:
+    """Window `window` trained for the budget: its FID, and its sampling speed."""
+    row = train_and_score(args, window, budget_steps(args, timing), f"s{window}")
+    print(f"[sample] window {window}", flush=True)
+    workdir = generator_dir(args, f"s{window}")
+    sampling = cached(args, f"sampling_s{window}", lambda: time_sampling(args, workdir))
+    return {**row, "timing": timing, "sampling": sampling}
+
+
+def bench_equal_steps(args, window: int, steps: int, timing: dict) -> dict:
+    """Window `window` trained for `steps` (reusing the budget run when it had as many)."""
+    same = budget_steps(args, timing) == steps
+    return train_and_score(args, window, steps, f"s{window}" if same else f"s{window}_n{steps}")
 
 
 # ------------------------------------------------------------------ report
@@ -344,7 +361,19 @@ def markdown(results: dict) -> str:
             for s in [r["sampling"]]
         ],
     )  # fmt: skip
-    return "\n".join([intro, "", *training, "", *sampling])
+    lines = [intro, "", *training, "", *sampling]
+    if results.get("equal_steps"):
+        lines += ["", *table(
+            ["window s", "steps", "launcher train wall s", "test CE nats/token",
+             f"FID, constant CFG {GUIDANCE:g}", f"FID, half-linear CFG {GUIDANCE:g}"],
+            [
+                [str(r["window"]), str(r["steps"]), f"{r['train_seconds']:.0f}",
+                 f"{r['test_cross_entropy']:.3f}", f"{r['fid']['constant']:.2f}",
+                 f"{r['fid']['half-linear']:.2f}"]
+                for r in results["equal_steps"]
+            ],
+        )]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fid-samples", type=int, default=500)
     parser.add_argument("--sample-batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--equal-steps-of",
+        type=int,
+        default=0,
+        help="also train every window for as many steps as this window's budget gave",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
@@ -383,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[timing] window {w}", flush=True)
         timings[w] = cached(args, f"timing_s{w}", lambda: time_generator(args, w))  # noqa: B023
     rows = [bench_window(args, w, timings[w]) for w in windows]
+    equal = []
+    if args.equal_steps_of:
+        steps = budget_steps(args, timings[args.equal_steps_of])
+        equal = [bench_equal_steps(args, w, steps, timings[w]) for w in windows]
 
     results = {
         "backend": jax.default_backend(),
@@ -399,12 +438,13 @@ def main(argv: list[str] | None = None) -> int:
             "rfid_examples": args.rfid_examples,
         },
         "windows": rows,
+        "equal_steps": equal,
         "bench_seconds_this_run": time.perf_counter() - t0,
     }
-    table = markdown(results)
-    print(table)
+    text = markdown(results)
+    print(text)
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(text + "\n")
     for path in (os.path.join(args.out, "results.json"), args.json):
         if path:
             with open(path, "w") as f:
