@@ -7,10 +7,22 @@ its tokens; `tiny` is the 32 px CPU demo, `size=B|L|XL` LlamaGen's GPT sizes):
       --config.tokenizer_workdir=outputs/titok_tiny
   python -m launch.sample --workdir outputs/ar_tiny --num 64 --cfg 4 --out outputs/ar_tiny/samples
 
+Token-Shuffle (fuse each 2 x 2 window of a grid tokenizer's tokens into one
+position; needs a 2D/3D token grid such as vq2d's):
+
+  python -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,shuffle=2 \
+      --workdir outputs/ar_shuffle --config.tokenizer_workdir=outputs/vq2d_tiny
+
 Variants (comma separated): `tiny`; `tokenizer=titok|vq2d` (which tokenizer
 family the data settings follow; the weights come from
 `config.tokenizer_workdir`); `size=B|L|XL`; `data=<tfds name or folder>`;
-`classes=C` (number of classes; default from the dataset).
+`classes=C` (number of classes; default from the dataset); `shuffle=S` (the
+Token-Shuffle window, the same as `--config.generator.shuffle_window=S`).
+
+`config.sample.cfg_schedule` defaults to `auto`: Token-Shuffle's
+`half-linear` when `generator.shuffle_window > 1`, else LlamaGen's
+`constant` (resolved by `visgen.tasks.generator.sample_settings`, so it
+follows a window set on the command line); naming a schedule overrides it.
 
 The full sizes keep LlamaGen's recipe: AdamW 1e-4, beta (0.9, 0.95), weight
 decay 0.05, grad clip 1, batch 256, dropout 0.1 (residual, token and class),
@@ -23,12 +35,15 @@ import ml_collections
 from visgen.config import base_config, parse_variant, section
 from visgen.generators.ar import SIZES
 from visgen.sampling import SampleOptions
+from visgen.tasks.generator import AUTO_SCHEDULE
 
 DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    v = parse_variant(arg, dict(tiny=False, tokenizer="titok", size="B", data="", classes=0))
+    v = parse_variant(
+        arg, dict(tiny=False, tokenizer="titok", size="B", data="", classes=0, shuffle=1)
+    )
     if v["tokenizer"] not in ("titok", "vq2d"):
         raise ValueError(f"tokenizer must be titok or vq2d, got {v['tokenizer']!r}")
     config = base_config("generator")
@@ -62,10 +77,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             name="ar", width=width, depth=depth, heads=heads, num_classes=classes,
             cls_token_num=1, qk_norm=False, resid_dropout=dropout, token_dropout=dropout,
-            cond_dropout=0.1,
+            cond_dropout=0.1, shuffle_window=v["shuffle"],
         )
     )  # fmt: skip
-    config.sample = section(SampleOptions, cfg_scale=4.0)
+    config.sample = section(SampleOptions, cfg_scale=4.0, cfg_schedule=AUTO_SCHEDULE)
     del config.sample["cfg_interval"]  # None is not a settable ConfigDict type
     config.preview_per_class = 8
     return config

@@ -16,68 +16,31 @@ Each timing is the median of `--repeats` runs after a compile-and-warm-up call.
 import argparse
 import json
 import resource
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-
-def _median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from evals.timing import median_seconds, time_train_step
 
 
 def bench_train(variant: str, batch: int, repeats: int) -> dict:
     from visgen.config import load_config_file
-    from visgen.tasks import make_task
-    from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
-    from visgen.train.state import init_state, make_train_step, split_model
 
     config = load_config_file(f"configs/titok.py:{variant}")
-    task = make_task(config)
-    optim = OptimConfig(**config.optim)
-    tx = make_optimizer(optim, 1000)
-    state, frozen = jax.jit(lambda: init_state(task, tx, 0))()
-    graphdef = split_model(task.build(nnx.Rngs(0)))[0]
-    step_fn = make_train_step(graphdef, task, tx, learning_rate_schedule(optim, 1000), 0.999)
-    step = jax.jit(step_fn, donate_argnums=(0,))
     res = config.tokenizer.image_size
     rng = np.random.default_rng(0)
     batch_arrays = {"image": jnp.asarray(rng.uniform(-1, 1, (batch, res, res, 3)), jnp.float32)}
-    compiled = step.lower(state, frozen, batch_arrays).compile()
-    mem = compiled.memory_analysis()
-    peak = None
-    if mem is not None:
-        peak = (
-            mem.argument_size_in_bytes
-            + mem.output_size_in_bytes
-            + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes
-        )
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = compiled(holder["state"], frozen, batch_arrays)
-        return metrics["loss"]
-
-    seconds = _median_seconds(run, repeats)
-    params = sum(x.size for x in jax.tree.leaves(holder["state"].params))
+    timing = time_train_step(config, batch_arrays, repeats)
     return {
         "config": f"titok.py:{variant}",
         "batch": batch,
         "resolution": res,
-        "params": int(params),
-        "step_seconds": seconds,
-        "examples_per_s": batch / seconds,
-        "xla_peak_bytes": peak,
+        "params": timing["params"],
+        "step_seconds": timing["step_seconds"],
+        "examples_per_s": timing["examples_per_s"],
+        "xla_peak_bytes": timing["xla_peak_bytes"],
     }
 
 
@@ -90,8 +53,8 @@ def bench_codec(batch: int, repeats: int) -> dict:
     encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x).tokens)
     decode = jax.jit(lambda s, t: nnx.merge(graphdef, s).decode(t))
     tokens = encode(state, x)
-    enc_s = _median_seconds(lambda: encode(state, x), repeats)
-    dec_s = _median_seconds(lambda: decode(state, tokens), repeats)
+    enc_s = median_seconds(lambda: encode(state, x), repeats)
+    dec_s = median_seconds(lambda: decode(state, tokens), repeats)
     return {
         "config": "S-128 (width 512, depth 8, 128 tokens, 4096 x 12 codes), 256 px, float32",
         "batch": batch,

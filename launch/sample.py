@@ -82,8 +82,9 @@ def _grid_rows(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def _options(args, config):
     from visgen.sampling import SampleOptions
+    from visgen.tasks.generator import sample_settings
 
-    values = dict(config.sample)
+    values = sample_settings(config)
     for key, given in (
         ("cfg_scale", args.cfg),
         ("cfg_schedule", args.cfg_schedule),

@@ -24,8 +24,10 @@ TINY = dict(vocab_size=64, width=32, depth=2, heads=2, mlp_multiple_of=32)
 TEXT_LEN, TEXT_DIM = 3, 16
 
 
-def _build(cond: str = "class", layout=(4, 4), *, seed: int = 0, **kwargs) -> ARTransformer:
-    """A tiny model with numpy random weights (std 0.1, norm scales near 1).
+def _build(
+    cond: str = "class", layout=(4, 4), *, seed: int = 0, cls=ARTransformer, **kwargs
+) -> ARTransformer:
+    """A tiny `cls` model with numpy random weights (std 0.1, norm scales near 1).
 
     Shapes come from abstract evaluation, so no initialiser is compiled; the
     real initialisation is tested once, in the training test.
@@ -35,7 +37,7 @@ def _build(cond: str = "class", layout=(4, 4), *, seed: int = 0, **kwargs) -> AR
         kwargs.setdefault("num_classes", 10)
     else:
         kwargs.update(text_dim=TEXT_DIM, cls_token_num=TEXT_LEN)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: ARTransformer(rngs=nnx.Rngs(0), **kwargs)))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0), **kwargs)))
     rng = np.random.default_rng(seed)
 
     def fill(path, x):
@@ -228,6 +230,30 @@ def test_label_dropout_rate_and_null_condition():
     assert not np.allclose(text_prefix[0], text_prefix[1])
 
 
+def train_losses(
+    model: ARTransformer, tokens: jax.Array, cond: jax.Array, *, norms_at: int, steps: int = 15
+) -> tuple[list[float], dict[str, float]]:
+    """Adam (lr 1e-2) on `model.loss` with dropout: the losses of `steps` steps and every
+    parameter's gradient norm at step `norms_at`."""
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, rng):
+        loss_fn = lambda m: m.loss(tokens, cond, train=True, rng=rng)
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss, jax.tree.map(jnp.linalg.norm, grads)
+
+    losses, norms = [], {}
+    for step in range(steps):
+        loss, grad_norms = train_step(model, optimizer, jax.random.key(step, impl="unsafe_rbg"))
+        losses.append(float(loss))
+        if step == norms_at:
+            leaves = jax.tree.leaves_with_path(grad_norms)
+            norms = {jax.tree_util.keystr(p): float(g) for p, g in leaves}
+    return losses, norms
+
+
 def test_text_training_reduces_loss_and_samples():
     # LlamaGen's real initialisation (zero head) and dropouts (0.1 token, residual, condition).
     with jax.default_prng_impl("unsafe_rbg"):
@@ -244,26 +270,10 @@ def test_text_training_reduces_loss_and_samples():
     assert 0.017 < float(jnp.std(model.tok_embeddings.embedding[...])) < 0.023
     assert 0.2 < float(jnp.std(model.cond_embed.null[...])) < 0.3  # randn / sqrt(16)
     tokens, text = _tokens(model, 4), _cond(model, 4)
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def train_step(model, optimizer, rng):
-        loss_fn = lambda m: m.loss(tokens, text, train=True, rng=rng)
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss, jax.tree.map(jnp.linalg.norm, grads)
-
-    losses = []
-    for step in range(15):
-        loss, grad_norms = train_step(model, optimizer, jax.random.key(step, impl="unsafe_rbg"))
-        losses.append(float(loss))
-        if step == 1:
-            # Once the zero head has moved, every parameter learns (the null text
-            # embedding only when dropout drew it).
-            norms = {
-                jax.tree_util.keystr(p): float(g) for p, g in jax.tree.leaves_with_path(grad_norms)
-            }
-            assert all(n > 0 for k, n in norms.items() if "null" not in k), norms
+    # Once the zero head has moved, every parameter learns (the null text
+    # embedding only when dropout drew it).
+    losses, norms = train_losses(model, tokens, text, norms_at=1)
+    assert all(n > 0 for k, n in norms.items() if "null" not in k), norms
     np.testing.assert_allclose(losses[0], np.log(64), rtol=1e-5)  # the zero head: uniform
     assert losses[-1] < 0.7 * losses[0], losses
     # Guided sampling with a text prefix runs and gives valid ids.

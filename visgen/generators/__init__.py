@@ -9,6 +9,7 @@ from flax import nnx
 from visgen.generators.ar import SIZES as AR_SIZES
 from visgen.generators.ar import ARTransformer, Cache
 from visgen.generators.heads import CategoricalHead, Head
+from visgen.generators.token_shuffle import TokenShuffleHead, fused_layout, shuffle, unshuffle
 from visgen.registry import Registry
 
 GENERATORS: Registry[type[nnx.Module]] = Registry("generator")
@@ -27,5 +28,9 @@ __all__ = [
     "Cache",
     "CategoricalHead",
     "Head",
+    "TokenShuffleHead",
+    "fused_layout",
     "make_generator",
+    "shuffle",
+    "unshuffle",
 ]

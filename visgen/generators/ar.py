@@ -21,9 +21,18 @@ Image Generation" (`FoundationVision/LlamaGen`, `autoregressive/models/gpt.py`):
 - Positions: RoPE over the token layout (1D `(K,)`, 2D `(h, w)`, 3D `(t, h, w)`);
   the prefix positions get LlamaGen's `cos = sin = 0` (`zero_cond_rope`).
 
+Token-Shuffle (`shuffle_window = s > 1`, `visgen.generators.token_shuffle`):
+the trunk runs over `M = N / s^2` fused positions, one per `s x s` window of
+the `(h, w)` or `(t, h, w)` grid, with RoPE over the fused layout
+`(h/s, w/s)` or `(t, h/s, w/s)`; each step predicts the next window's `s^2`
+tokens. Token ids in and out (`hidden_states`, `__call__`, `loss`) stay in
+the tokenizer's raster order of `layout`; only the cached-decoding methods
+speak the fused order (`to_fused` / `to_raster` convert). `s = 1` is exactly
+the plain model: the same parameters and outputs.
+
 Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
-`{"k", "v"}` arrays `[B, c + N - 1, H, Dh]`, `prefill` runs the prefix,
-`decode_step` feeds tokens at a traced position. Shapes are static.
+`{"k", "v"}` arrays `[B, c + M - 1, H, Dh]`, `prefill` runs the prefix,
+`decode_step` feeds whole windows at a traced fused position. Shapes are static.
 
 Simplifications vs LlamaGen: no grouped-query attention, no attention dropout
 or drop-path (both 0 in its configs), no text padding mask (LlamaGen's
@@ -38,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from visgen.generators import token_shuffle
 from visgen.generators.heads import CategoricalHead
 from visgen.nn.llama import DENSE_INIT, LayerCache, LlamaBlock, RMSNorm, dropout, swiglu_hidden
 from visgen.nn.rope import rope_table
@@ -119,6 +129,10 @@ class ARTransformer(nnx.Module):
       cond_dropout: probability of replacing the condition by the null one in
         training (classifier-free guidance).
       zero_init_head: zero-initialise the output classifier (LlamaGen).
+      shuffle_window: Token-Shuffle window `s`; 1 is the plain model. It must
+        divide both spatial sizes of a 2D or 3D layout.
+      shuffle_blocks: residual MLP blocks on each side of the trunk when
+        shuffling (the paper's 2).
       dtype: compute dtype; parameters, norms and softmax stay float32.
       rngs: parameter initialisation.
     """
@@ -142,6 +156,8 @@ class ARTransformer(nnx.Module):
         token_dropout: float = 0.1,
         cond_dropout: float = 0.1,
         zero_init_head: bool = True,
+        shuffle_window: int = 1,
+        shuffle_blocks: int = 2,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -159,6 +175,10 @@ class ARTransformer(nnx.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.vocab_size = vocab_size
         self.num_tokens = math.prod(self.layout)
+        self.shuffle_window = int(shuffle_window)
+        self.fused_layout = token_shuffle.fused_layout(self.layout, self.shuffle_window)
+        self.window_tokens = self.shuffle_window**2
+        self.num_steps = math.prod(self.fused_layout)
         self.prefix = cls_token_num
         self.width, self.depth, self.heads = width, depth, heads
         self.head_dim = width // heads
@@ -194,15 +214,26 @@ class ARTransformer(nnx.Module):
             ]
         )
         self.norm = RMSNorm(width)
-        self.head = CategoricalHead(
-            width, vocab_size, zero_init=zero_init_head, dtype=dtype, rngs=rngs
-        )
+        if self.shuffle_window == 1:
+            self.shuffle_in = None
+            self.head = CategoricalHead(
+                width, vocab_size, zero_init=zero_init_head, dtype=dtype, rngs=rngs
+            )
+        else:
+            kw = dict(blocks=shuffle_blocks, dtype=dtype, rngs=rngs)
+            self.shuffle_in = token_shuffle.TokenShuffle(width, self.shuffle_window, **kw)
+            self.head = token_shuffle.TokenShuffleHead(
+                width, vocab_size, self.shuffle_window, zero_init=zero_init_head, **kw
+            )
 
     # --- condition ------------------------------------------------------------------
 
     def _rope_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(cos, sin) `[c + N, head_dim / 2]` for the prefix then the raster-ordered tokens."""
-        return _rope(self.layout, self.head_dim, self.prefix, self.rope_base, self.zero_cond_rope)
+        """(cos, sin) `[c + M, head_dim / 2]`: the prefix, then the fused positions in raster
+        order (the tokens themselves without shuffling)."""
+        return _rope(
+            self.fused_layout, self.head_dim, self.prefix, self.rope_base, self.zero_cond_rope
+        )
 
     def _check_cond(self, cond: jax.Array) -> None:
         if self.num_classes and cond.ndim != 1:
@@ -225,6 +256,29 @@ class ARTransformer(nnx.Module):
         self._check_cond(cond)
         return self.cond_embed(cond, drop)
 
+    # --- token order ----------------------------------------------------------------
+
+    def to_fused(self, tokens: jax.Array) -> jax.Array:
+        """Raster-ordered ids `[B, N]` -> fused order `[B, N]`: window by window (raster
+        order of the fused grid), each window's `s^2` ids in raster order. Identity at s = 1."""
+        if self.shuffle_window == 1:
+            return tokens
+        return token_shuffle.shuffle(tokens, self.layout, self.shuffle_window).reshape(tokens.shape)
+
+    def to_raster(self, tokens: jax.Array) -> jax.Array:
+        """Fused-order ids `[B, N]` -> raster order `[B, N]`, the inverse of `to_fused`."""
+        if self.shuffle_window == 1:
+            return tokens
+        windows = tokens.reshape(tokens.shape[0], self.num_steps, self.window_tokens)
+        return token_shuffle.unshuffle(windows, self.layout, self.shuffle_window)
+
+    def _embed(self, fused: jax.Array) -> jax.Array:
+        """Fused-order ids `[B, k * s^2]` (k whole windows) -> input embeddings `[B, k, D]`."""
+        x = self.tok_embeddings(fused.astype(jnp.int32))
+        if self.shuffle_in is None:
+            return x
+        return self.shuffle_in(x.reshape(x.shape[0], -1, self.window_tokens, self.width))
+
     # --- teacher forcing ------------------------------------------------------------
 
     def hidden_states(
@@ -236,15 +290,23 @@ class ARTransformer(nnx.Module):
         rng: jax.Array | None = None,
         drop: jax.Array | None = None,
     ) -> jax.Array:
-        """Tokens `[B, n]` (n <= N) -> normalised hidden states `[B, n, D]` float32.
+        """Raster-ordered tokens `[B, n]` (n <= N) -> normalised hidden states `[B, n, D]` float32.
 
         Row `i` has seen the prefix and tokens `< i` and is what the head reads
         to predict token `i`. `train` applies condition, token and residual
         dropout and then needs `rng`; `drop: [B]` bool forces the null condition.
+        With shuffling, `n = N` and the states are per fused position,
+        `[B, M, D]`: row `j` predicts window `j` from the windows before it.
         """
         b, n = tokens.shape
         if n > self.num_tokens:
             raise ValueError(f"got {n} tokens, the layout {self.layout} has {self.num_tokens}")
+        if self.shuffle_window > 1 and n != self.num_tokens:
+            raise ValueError(
+                f"with shuffle_window={self.shuffle_window} the model reads whole windows: "
+                f"teacher forcing takes all {self.num_tokens} tokens of layout {self.layout}, "
+                f"got {n}"
+            )
         keys: list[jax.Array | None] = [None, None, None]
         if train:
             if rng is None:
@@ -253,9 +315,9 @@ class ARTransformer(nnx.Module):
             if drop is None and self.cond_dropout > 0:
                 drop = self.condition_drop(b, keys[0])
         prefix = self.embed_condition(cond, drop=drop)
-        x = self.tok_embeddings(tokens[:, :-1].astype(jnp.int32))
+        x = self._embed(self.to_fused(tokens)[:, : n - self.window_tokens])
         x = dropout(jnp.concatenate([prefix, x], axis=1), self.token_dropout, keys[1])
-        seq = self.prefix + n - 1
+        seq = self.prefix + n // self.window_tokens - 1
         cos, sin = (jnp.asarray(t[:seq]) for t in self._rope_table())
         for i, layer in enumerate(self.layers):
             layer_rng = None if keys[2] is None else jax.random.fold_in(keys[2], i)
@@ -271,11 +333,16 @@ class ARTransformer(nnx.Module):
         rng: jax.Array | None = None,
         drop: jax.Array | None = None,
     ) -> jax.Array:
-        """Teacher forcing: tokens `[B, n]` int -> logits `[B, n, V]` float32.
+        """Teacher forcing: tokens `[B, n]` int -> logits `[B, n, V]` float32 (raster order).
 
-        `logits[:, i]` predicts token `i` from the condition and tokens `< i`.
+        `logits[:, i]` predicts token `i` from the condition and tokens `< i`
+        (with shuffling: from the windows before token `i`'s window).
         """
-        return self.head.logits(self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop))
+        hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
+        logits = self.head.logits(hidden)
+        if self.shuffle_window == 1:
+            return logits
+        return token_shuffle.unshuffle(logits, self.layout, self.shuffle_window)
 
     def loss(
         self,
@@ -286,22 +353,27 @@ class ARTransformer(nnx.Module):
         rng: jax.Array | None = None,
         drop: jax.Array | None = None,
     ) -> jax.Array:
-        """Mean per-token loss (cross-entropy for the categorical head), a float32 scalar."""
+        """Mean per-token loss (cross-entropy for the categorical head), a float32 scalar.
+
+        With shuffling every original token counts: the mean over `[B, M, s^2]`.
+        """
         hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
+        if self.shuffle_window > 1:
+            tokens = token_shuffle.shuffle(tokens, self.layout, self.shuffle_window)
         return jnp.mean(self.head.loss(hidden, tokens))
 
     # --- cached decoding ------------------------------------------------------------
 
     @property
     def max_len(self) -> int:
-        """Sequence positions a full sample needs: prefix plus `N - 1` fed tokens."""
-        return self.prefix + self.num_tokens - 1
+        """Sequence positions a full sample needs: prefix plus `M - 1` fed (fused) tokens."""
+        return self.prefix + self.num_steps - 1
 
     def init_cache(
         self, batch: int, max_len: int | None = None, dtype: jnp.dtype | None = None
     ) -> Cache:
         """Zero KV cache: per layer `{"k", "v"}` of `[batch, max_len, H, Dh]` (default
-        `max_len = c + N - 1`, `dtype` the compute dtype)."""
+        `max_len = c + M - 1`, `dtype` the compute dtype)."""
         shape = (batch, max_len or self.max_len, self.heads, self.head_dim)
         dtype = dtype or self.dtype
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
@@ -320,10 +392,11 @@ class ARTransformer(nnx.Module):
     def prefill(
         self, cond: jax.Array, cache: Cache, *, drop: jax.Array | None = None
     ) -> tuple[jax.Array, Cache]:
-        """Run the condition prefix into `cache`: returns logits `[B, V]` for token 0 and the cache.
+        """Run the condition prefix into `cache`: returns logits for the first step and the cache.
 
-        `drop: [B]` bool uses the null condition for those rows (the
-        unconditional half of a classifier-free-guidance batch).
+        The logits are `[B, V]` for token 0, or with shuffling `[B, s^2, V]`
+        for window 0. `drop: [B]` bool uses the null condition for those rows
+        (the unconditional half of a classifier-free-guidance batch).
         """
         hidden, cache = self._run_cached(self.embed_condition(cond, drop=drop), 0, cache)
         return self.head.logits(hidden[:, -1:])[:, 0], cache
@@ -331,13 +404,15 @@ class ARTransformer(nnx.Module):
     def decode_step(
         self, tokens: jax.Array, pos: jax.Array | int, cache: Cache
     ) -> tuple[jax.Array, Cache]:
-        """Feed tokens `[B, n]` whose first is token number `pos` (0-based; may be traced).
+        """Feed `n` steps' tokens `[B, n * s^2]` (fused order) whose first step is `pos`.
 
-        Returns logits `[B, n, V]` float32, row `j` predicting token
-        `pos + j + 1`, and the cache with positions `c + pos .. c + pos + n - 1`
-        written. Requires `c + pos + n <= max_len` (not checked: a traced `pos`
-        past the end is clamped by `dynamic_update_slice`).
+        `pos` (0-based; may be traced) counts steps: tokens without
+        shuffling, windows with it. Returns float32 logits `[B, n, V]`, or
+        `[B, n, s^2, V]` with shuffling, row `j` predicting step `pos + j + 1`,
+        and the cache with positions `c + pos .. c + pos + n - 1` written.
+        Requires `c + pos + n <= max_len` (not checked: a traced `pos` past
+        the end is clamped by `dynamic_update_slice`).
         """
-        x = self.tok_embeddings(tokens.astype(jnp.int32))
+        x = self._embed(tokens)
         hidden, cache = self._run_cached(x, self.prefix + pos, cache)
         return self.head.logits(hidden), cache

@@ -4,7 +4,10 @@ A head turns the trunk's final (normalised) hidden states `[B, N, D]` into a
 training loss against targets and, for categorical heads, logits. Every head
 implements `Head`, so the trunk, the training task and the sampling loops
 stay the same when a token-shuffle, dimension-wise (TokenBridge) or diffusion
-(MAR DiffLoss) head replaces the categorical one.
+(MAR DiffLoss) head replaces the categorical one. A head may add trailing
+axes: the token-shuffle head (`visgen.generators.token_shuffle`) reads one
+row per fused position `[B, M, D]` and predicts its window, logits
+`[B, M, s^2, V]`, targets and loss `[B, M, s^2]`.
 """
 
 from typing import Protocol, runtime_checkable

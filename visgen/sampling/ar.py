@@ -17,12 +17,20 @@ rows) -> `/ temperature` -> top-k -> top-p -> a categorical draw with key
 
 `sample_no_cache` recomputes the full sequence every step (for benchmarks and
 as a cache-free reference). To keep one static shape it runs the transformer
-over all `c + N - 1` positions each step (later, not-yet-sampled positions
-are causally masked out of what is read), so its cost per step is that of
-the longest prefix, not the current one.
+over all `c + N - 1` positions (`c + M - 1` with shuffling) each step
+(later, not-yet-sampled positions are causally masked out of what is read),
+so its cost per step is that of the longest prefix, not the current one.
 
-`stats` reports `forward_passes` (the prefill counts as one; a doubled CFG
-batch is still one pass) and `tokens_generated` (`B * N`).
+Token-Shuffle models (`shuffle_window = s > 1`) use the same loop: it runs
+`M = N / s^2` steps, each drawing the next window's `s^2` tokens
+independently from the head's `[B, s^2, V]` logits (with the same guidance,
+temperature, top-k and top-p per token, and one key per step), in the
+model's fused order, then returns them in raster order. The guidance
+schedule's step index and length are the fused step and `M`.
+
+`stats` reports `forward_passes` (one per step, so `M`; the prefill counts
+as one; a doubled CFG batch is still one pass) and `tokens_generated`
+(`B * N`).
 """
 
 import dataclasses
@@ -118,7 +126,9 @@ def _decode_loop(
     use_cache: bool,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state)
-    b, n = cond.shape[0], model.num_tokens
+    # One step emits one window of `w` tokens (w = 1 without token shuffling);
+    # `tokens` holds them in the model's fused order until the final `to_raster`.
+    b, n, w, steps = cond.shape[0], model.num_tokens, model.window_tokens, model.num_steps
     if options.guided:
         # Rows [0, B) are conditional, rows [B, 2B) the same conditions dropped to null.
         cond_all = jnp.concatenate([cond, cond])
@@ -127,40 +137,47 @@ def _decode_loop(
         cond_all, drop = cond, None
 
     def pick(logits: jax.Array, step: jax.Array | int) -> jax.Array:
-        """Logits `[B or 2B, V]` of the step producing token `step` -> tokens `[B]`."""
+        """Logits `[B or 2B, V]` or `[B or 2B, w, V]` of step `step` -> its tokens `[B, w]`.
+
+        The window's `w` tokens are drawn independently (one key per step).
+        """
+        v = logits.shape[-1]
+        logits = logits.reshape(-1, w, v)
         if options.guided:
             scale = guidance_scale(
-                options.cfg_schedule, options.cfg_scale, step, n, options.cfg_interval
+                options.cfg_schedule, options.cfg_scale, step, steps, options.cfg_interval
             )
             logits = guide(logits[:b], logits[b:], scale)
-        return sample_logits(logits, jax.random.fold_in(rng, step), options)
+        new = sample_logits(logits.reshape(b * w, v), jax.random.fold_in(rng, step), options)
+        return new.reshape(b, w)
 
     def rows(tokens: jax.Array) -> jax.Array:
         return jnp.concatenate([tokens, tokens]) if options.guided else tokens
+
+    def put(tokens: jax.Array, new: jax.Array, step: jax.Array | int) -> jax.Array:
+        return jax.lax.dynamic_update_slice_in_dim(tokens, new, step * w, axis=1)
 
     tokens = jnp.zeros((b, n), jnp.int32)
     if use_cache:
         cache = model.init_cache(cond_all.shape[0])
         logits, cache = model.prefill(cond_all, cache, drop=drop)
-        tokens = tokens.at[:, 0].set(pick(logits, 0))
+        tokens = put(tokens, pick(logits, 0), 0)
 
         def step_cached(i, carry):
             tokens, cache = carry
-            prev = jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1)
+            prev = jax.lax.dynamic_slice_in_dim(tokens, (i - 1) * w, w, axis=1)
             logits, cache = model.decode_step(rows(prev), i - 1, cache)
-            new = pick(logits[:, 0], i)
-            return jax.lax.dynamic_update_slice_in_dim(tokens, new[:, None], i, axis=1), cache
+            return put(tokens, pick(logits[:, 0], i), i), cache
 
-        tokens, _ = jax.lax.fori_loop(1, n, step_cached, (tokens, cache))
-        return tokens
+        tokens, _ = jax.lax.fori_loop(1, steps, step_cached, (tokens, cache))
+        return model.to_raster(tokens)
 
     def step_full(i, tokens):
-        hidden = model.hidden_states(rows(tokens), cond_all, drop=drop)
+        hidden = model.hidden_states(rows(model.to_raster(tokens)), cond_all, drop=drop)
         row = jax.lax.dynamic_slice_in_dim(hidden, i, 1, axis=1)
-        new = pick(model.head.logits(row)[:, 0], i)
-        return jax.lax.dynamic_update_slice_in_dim(tokens, new[:, None], i, axis=1)
+        return put(tokens, pick(model.head.logits(row)[:, 0], i), i)
 
-    return jax.lax.fori_loop(0, n, step_full, tokens)
+    return model.to_raster(jax.lax.fori_loop(0, steps, step_full, tokens))
 
 
 _decode_loop_jit = jax.jit(_decode_loop, static_argnames=("graphdef", "options", "use_cache"))
@@ -188,7 +205,8 @@ def _run(
         graphdef, state, jnp.asarray(cond), rng, options=options, use_cache=use_cache
     )
     b, n = tokens.shape
-    return tokens, {"forward_passes": n, "tokens_generated": b * n}
+    steps = (model if isinstance(model, nnx.Module) else nnx.merge(graphdef, state)).num_steps
+    return tokens, {"forward_passes": steps, "tokens_generated": b * n}
 
 
 def sample(
@@ -208,7 +226,8 @@ def sample(
 
     Returns:
       tokens `[B, N]` int32 in raster order of the model's layout, and stats
-      `{"forward_passes": N, "tokens_generated": B * N}`.
+      `{"forward_passes": M, "tokens_generated": B * N}` (`M = N / s^2`
+      steps with a Token-Shuffle window `s`, else `N`).
     """
     return _run(model, cond, rng, options, use_cache=True)
 

@@ -35,6 +35,23 @@ from visgen.tasks import TASKS
 from visgen.train.task import Batch
 from visgen.train.workdir import load_frozen
 
+# `config.sample.cfg_schedule` value that follows the generator: see `sample_settings`.
+AUTO_SCHEDULE = "auto"
+
+
+def sample_settings(config) -> dict[str, Any]:
+    """`config.sample` as `SampleOptions` keyword arguments, `cfg_schedule: auto` resolved.
+
+    `auto` is Token-Shuffle's `half-linear` for a generator with
+    `shuffle_window > 1` (the paper's default there) and LlamaGen's
+    `constant` otherwise; any named schedule is kept.
+    """
+    values = dict(config.sample)
+    if values.get("cfg_schedule") == AUTO_SCHEDULE:
+        shuffled = int(config.generator.get("shuffle_window", 1)) > 1
+        values["cfg_schedule"] = "half-linear" if shuffled else "constant"
+    return values
+
 
 class GeneratorModel(nnx.Module):
     """The trainable generator beside the frozen tokenizer that feeds it."""
@@ -89,7 +106,7 @@ class GeneratorTask:
         return cls(
             generator=config.generator.to_dict(),
             tokenizer_workdir=config.tokenizer_workdir,
-            sample=SampleOptions(**config.sample),
+            sample=SampleOptions(**sample_settings(config)),
             preview_per_class=config.preview_per_class,
             dtype=config.dtype,
         )
