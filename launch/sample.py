@@ -2,15 +2,21 @@ r"""Sample images from a trained generator workdir.
 
   python -m launch.sample --workdir GEN --num 64 [--class 3 | --classes 0,1,2] \
       [--cfg 4 --cfg-schedule linear --top-k 0 --top-p 1 --temperature 1 --seed 0] \
+      [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal] \
       [--batch-size 32] [--png] --out DIR
 
 Writes into `DIR`: `samples.png` (a grid; one row per class when classes
 cycle), `samples.npz` (`images` uint8 `[N, H, W, 3]` as `python -m evals.fid`
 reads them, and `labels`), `stats.json` (seconds and images/s, both including the
-first batch's compilation; forward passes; tokens) and, with `--png`, one
-PNG per sample. Without a class option the samples cycle through every
-class. Every input is checked before anything is sampled or written, so a
-bad call leaves no partial output.
+first batch's compilation; forward passes; tokens; the step compression,
+tokens per sample over forward passes per batch) and, with `--png`, one
+PNG per sample. `--method sjd` samples with speculative Jacobi decoding
+(`visgen.sampling.sjd`: the same distribution in fewer forward passes);
+`stats.json` then also reports the accepted drafts per pass and the window
+and draft initialisation used (`--sjd-init` defaults to the layout's best).
+Without a class option the samples cycle through every class. Every input
+is checked before anything is sampled or written, so a bad call leaves no
+partial output.
 """
 
 import argparse
@@ -23,6 +29,8 @@ import time
 import numpy as np
 
 from visgen.sampling.guidance import SCHEDULES
+
+METHODS = ("ar", "sjd")
 
 
 class UsageError(Exception):
@@ -44,6 +52,9 @@ def _parse(argv):
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=METHODS, default="ar", help="ar, or sjd (speculative)")
+    p.add_argument("--sjd-window", type=int, default=None, help="SJD tokens per pass (16)")
+    p.add_argument("--sjd-init", default=None, help="SJD draft init (default: the layout's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--png", action="store_true", help="also write one PNG per sample")
     return p.parse_args(argv)
@@ -100,12 +111,56 @@ def _options(args, config):
         raise UsageError(str(e)) from None
 
 
+# Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD).
+COUNTS = ("forward_passes", "accepted_drafts", "verify_passes")
+
+
+def _sampler(args, layout: tuple[int, ...]):
+    """`(model, cond, rng, options) -> (tokens, stats)` for `--method`, and the SJD
+    settings (`{}` for plain AR); a bad SJD init for `layout` is a UsageError."""
+    import functools
+
+    from visgen.sampling import DEFAULT_WINDOW, check_sjd_args, default_init, sample, sample_sjd
+
+    if args.method == "ar":
+        return sample, {}
+    settings = {
+        "window": DEFAULT_WINDOW if args.sjd_window is None else args.sjd_window,
+        "init": args.sjd_init or default_init(layout),
+    }
+    try:
+        check_sjd_args(layout, **settings)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return functools.partial(sample_sjd, **settings), settings
+
+
+def _pass_stats(totals: dict, batches: int, batch: int, num_tokens: int, sjd: bool) -> dict:
+    """Forward passes and step compression over all batches (padding rows included)."""
+    stats = {
+        "forward_passes": int(totals["forward_passes"]),
+        "step_compression": batches * num_tokens / totals["forward_passes"],
+    }
+    if sjd:
+        accepted, verify = totals["accepted_drafts"], totals["verify_passes"]
+        stats.update(
+            accepted_drafts=int(accepted),
+            accepted_per_pass=accepted / max(verify, 1),
+            row_step_compression=batches * batch * num_tokens / (batches * batch + verify),
+        )
+    return stats
+
+
 def run(argv=None) -> dict:
     args = _parse(argv)
     if args.num <= 0:
         raise UsageError(f"--num must be positive, got {args.num}")
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.method != "sjd" and (args.sjd_window is not None or args.sjd_init is not None):
+        raise UsageError("--sjd-window and --sjd-init apply only with --method sjd")
+    if args.sjd_window is not None and args.sjd_window < 1:
+        raise UsageError(f"the SJD window must be >= 1, got {args.sjd_window}")
     from visgen.train.workdir import load_config
 
     try:
@@ -136,7 +191,6 @@ def run(argv=None) -> dict:
 
     from visgen.data import to_uint8
     from visgen.runtime import enable_compilation_cache
-    from visgen.sampling import sample
     from visgen.train.progress import progress_bar
     from visgen.train.workdir import load_trained
     from visgen.train.writer import image_grid, save_png
@@ -147,20 +201,22 @@ def run(argv=None) -> dict:
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
 
+    sampler, sjd = _sampler(args, model.generator.layout)
     decode = nnx.jit(lambda m, t: task.decode(m, t))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)
     padded = np.resize(labels, batches * batch)  # the last batch is padded: one compile
-    images, forward_passes, t0 = [], 0, time.perf_counter()
+    images, totals, t0 = [], {}, time.perf_counter()
     key = jax.random.key(args.seed)
     steps = range(batches)
     if batches > 1:
         steps = progress_bar(steps, total=batches, desc="sampling")
     for i in steps:
         cond = padded[i * batch : (i + 1) * batch]
-        tokens, stats = sample(model.generator, cond, jax.random.fold_in(key, i), options)
+        tokens, stats = sampler(model.generator, cond, jax.random.fold_in(key, i), options)
         images.append(np.asarray(to_uint8(decode(model, tokens))))
-        forward_passes += int(stats["forward_passes"])
+        for name in COUNTS:
+            totals[name] = totals.get(name, 0) + stats.get(name, 0)
     seconds = time.perf_counter() - t0
     images = np.concatenate(images)[: args.num]
 
@@ -177,11 +233,14 @@ def run(argv=None) -> dict:
         "num": int(args.num),
         "seconds": seconds,
         "images_per_s": args.num / seconds,
-        "forward_passes": forward_passes,
         "tokens_generated": int(args.num * model.generator.num_tokens),
+        **_pass_stats(totals, batches, batch, model.generator.num_tokens, bool(sjd)),
+        "method": args.method,
         "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
         "seed": args.seed,
     }
+    if sjd:
+        result["sjd"] = sjd
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
@@ -193,9 +252,15 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    sjd = (
+        f", step compression {result['step_compression']:.2f} "
+        f"({result['accepted_per_pass']:.2f} drafts accepted per pass)"
+        if "accepted_per_pass" in result
+        else ""
+    )
     print(
-        f"{result['num']} samples in {result['seconds']:.1f} s "
-        f"({result['images_per_s']:.1f} images/s, {result['forward_passes']} forward passes)"
+        f"{result['num']} samples in {result['seconds']:.1f} s ({result['images_per_s']:.1f} "
+        f"images/s, {result['forward_passes']} forward passes{sjd})"
     )
     return 0
 

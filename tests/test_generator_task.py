@@ -65,6 +65,7 @@ def test_sample_cli_writes_grid_npz_and_stats(generator_workdir, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     # Two batches of 32 tokens: one forward pass per token each.
     assert stats["forward_passes"] == 2 * 32 and stats["tokens_generated"] == 6 * 32
+    assert stats["method"] == "ar" and stats["step_compression"] == 1.0
     assert len(list(out.glob("sample_*.png"))) == 6 and (out / "samples.png").is_file()
     # The same seed reproduces the same images.
     again = tmp_path / "again"
@@ -72,9 +73,25 @@ def test_sample_cli_writes_grid_npz_and_stats(generator_workdir, tmp_path):
     np.testing.assert_array_equal(np.load(again / "samples.npz")["images"], data["images"])
 
 
+def test_sample_cli_sjd_reports_compression(generator_workdir, tmp_path, capsys):
+    out = tmp_path / "sjd"
+    args = ["--workdir", generator_workdir, "--num", "4", "--out", str(out), "--cfg", "2"]
+    assert sample_cli.main([*args, "--method", "sjd", "--sjd-window", "4"]) == 0
+    assert "step compression" in capsys.readouterr().out
+    stats = json.loads((out / "stats.json").read_text())
+    # TiTok's 1D layout gets its default init; one batch of 32 tokens.
+    assert stats["method"] == "sjd" and stats["sjd"] == {"window": 4, "init": "repeat_prev"}
+    assert stats["forward_passes"] <= 32
+    assert stats["step_compression"] == pytest.approx(32 / stats["forward_passes"])
+    assert 0 <= stats["accepted_per_pass"] <= 3 and stats["row_step_compression"] >= 1
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
+        (["--sjd-window", "4"], "apply only with --method sjd"),
+        (["--method", "sjd", "--sjd-window", "0"], "window must be >= 1"),
+        (["--method", "sjd", "--sjd-init", "repeat_vertical"], "does not apply to the 1D layout"),
         (["--num", "0"], "--num must be positive"),
         (["--class", "5"], "class 5 is out of range"),
         (["--classes", "0,x"], "comma-separated integers"),

@@ -32,7 +32,11 @@ the plain model: the same parameters and outputs.
 
 Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
 `{"k", "v"}` arrays `[B, c + M - 1, H, Dh]`, `prefill` runs the prefix,
-`decode_step` feeds whole windows at a traced fused position. Shapes are static.
+`decode_step` feeds whole windows at a traced fused position. Shapes are
+static. A cache allocated longer than `c + M - 1` (`init_cache(batch,
+max_len=...)`) lets a window of several tokens run past the last token
+(speculative Jacobi decoding); the positions past the layout get a zero
+rotation.
 
 Simplifications vs LlamaGen: no grouped-query attention, no attention dropout
 or drop-path (both 0 in its configs), no text padding mask (LlamaGen's
@@ -379,9 +383,16 @@ class ARTransformer(nnx.Module):
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
 
     def _run_cached(self, x: jax.Array, start: jax.Array | int, cache: Cache):
-        n = x.shape[1]
+        n, length = x.shape[1], cache[0]["k"].shape[1]
+        # A cache longer than `c + N` (room for a speculative window running past the
+        # last token) gets `cos = sin = 0` rows for the extra positions: their outputs
+        # are never used and causal masking keeps them out of earlier positions. Without
+        # the padding, `dynamic_slice` would clamp `start` and shift every position.
         cos, sin = (
-            jax.lax.dynamic_slice_in_dim(jnp.asarray(t), start, n) for t in self._rope_table()
+            jax.lax.dynamic_slice_in_dim(
+                jnp.asarray(np.pad(t, ((0, max(0, length - len(t))), (0, 0)))), start, n
+            )
+            for t in self._rope_table()
         )
         new_cache = []
         for layer, layer_cache in zip(self.layers, cache, strict=True):

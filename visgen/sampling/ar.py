@@ -185,7 +185,8 @@ _decode_loop_jit = jax.jit(_decode_loop, static_argnames=("graphdef", "options",
 ModelLike = nnx.Module | tuple[nnx.GraphDef, nnx.State]
 
 
-def _split(model: ModelLike) -> tuple[nnx.GraphDef, nnx.State]:
+def as_graph_state(model: ModelLike) -> tuple[nnx.GraphDef, nnx.State]:
+    """`(graphdef, state)` of a module, or the pair itself."""
     if isinstance(model, nnx.Module):
         return nnx.split(model)
     graphdef, state = model
@@ -199,7 +200,7 @@ def _run(
     options: SampleOptions | None,
     use_cache: bool,
 ) -> tuple[jax.Array, dict[str, Any]]:
-    graphdef, state = _split(model)
+    graphdef, state = as_graph_state(model)
     options = options or SampleOptions()
     tokens = _decode_loop_jit(
         graphdef, state, jnp.asarray(cond), rng, options=options, use_cache=use_cache
