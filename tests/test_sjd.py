@@ -231,3 +231,13 @@ def test_repeat_inits_copy_the_previous_or_upper_token(init, width):
         jnp.asarray(tokens), jnp.asarray(slots), jnp.asarray(fill), None, init, layout, 50
     )
     np.testing.assert_array_equal(got, want)
+
+
+def test_inverse_cdf_draw_never_picks_a_zero_weight_token():
+    weights = jnp.array([0.0, 0.2, 0.0, 0.5, 0.3, 0.0])
+    u = jnp.array([0.0, 0.1999, 0.2, 0.7, 0.9999, 1.0])
+    np.testing.assert_array_equal(sjd.inverse_cdf_draw(weights, u), [1, 1, 3, 4, 4, 4])
+    # An evenly spaced grid of uniforms lands on each token in proportion to its weight.
+    grid = (jnp.arange(1000) + 0.5) / 1000
+    draws = sjd.inverse_cdf_draw(jnp.broadcast_to(weights, (1000, 6)), grid)
+    np.testing.assert_array_equal(np.bincount(draws, minlength=6), [0, 200, 0, 500, 300, 0])
