@@ -115,7 +115,7 @@ def _options(args, config):
 COUNTS = ("forward_passes", "accepted_drafts", "verify_passes")
 
 
-def _sampler(args, layout: tuple[int, ...]):
+def _sampler(args, layout: tuple[int, ...], shuffle_window: int = 1):
     """`(model, cond, rng, options) -> (tokens, stats)` for `--method`, and the SJD
     settings (`{}` for plain AR); a bad SJD init for `layout` is a UsageError."""
     import functools
@@ -129,7 +129,7 @@ def _sampler(args, layout: tuple[int, ...]):
         "init": args.sjd_init or default_init(layout),
     }
     try:
-        check_sjd_args(layout, **settings)
+        check_sjd_args(layout, **settings, shuffle_window=shuffle_window)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return functools.partial(sample_sjd, **settings), settings
@@ -201,7 +201,7 @@ def run(argv=None) -> dict:
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
 
-    sampler, sjd = _sampler(args, model.generator.layout)
+    sampler, sjd = _sampler(args, model.generator.layout, model.generator.shuffle_window)
     decode = nnx.jit(lambda m, t: task.decode(m, t))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)

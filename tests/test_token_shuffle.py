@@ -266,3 +266,7 @@ def test_shuffled_generator_trains_and_samples_through_the_cli(tmp_path, shapes_
     assert stats["forward_passes"] == 2 * 16 and stats["tokens_generated"] == 6 * 64
     assert stats["options"]["cfg_schedule"] == "half-linear"  # the default with shuffling
     assert np.load(out / "samples.npz")["images"].shape == (6, 32, 32, 3)
+    # SJD verifies one token per position: a fused model is refused before any output.
+    refused = tmp_path / "sjd"
+    assert sample_cli.main([*argv[:-1], str(refused), "--method", "sjd"]) == 2
+    assert not refused.exists()

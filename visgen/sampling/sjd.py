@@ -84,8 +84,17 @@ def default_init(layout: tuple[int, ...]) -> str:
     return DEFAULT_INIT_1D if len(layout) == 1 else DEFAULT_INIT_GRID
 
 
-def check_sjd_args(layout: tuple[int, ...], window: int, init: str) -> None:
-    """Raise ValueError unless `window >= 1` and `init` suits `layout`."""
+def check_sjd_args(
+    layout: tuple[int, ...], window: int, init: str, shuffle_window: int = 1
+) -> None:
+    """Raise ValueError unless `window >= 1`, `init` suits `layout` and the model
+    predicts one token per position (`shuffle_window == 1`)."""
+    if shuffle_window != 1:
+        raise ValueError(
+            f"SJD verifies one token per position; this model fuses {shuffle_window}x"
+            f"{shuffle_window} token windows (Token-Shuffle), which SJD does not support: "
+            "sample it with the plain AR loop"
+        )
     if window < 1:
         raise ValueError(f"the SJD window must be >= 1, got {window}")
     valid = inits_for(layout)
@@ -234,7 +243,8 @@ def _sjd_loop(
     model = nnx.merge(graphdef, state)
     b, n, vocab, layout = cond.shape[0], model.num_tokens, model.vocab_size, model.layout
     init = init or default_init(layout)
-    check_sjd_args(layout, window, init)  # at trace time: once per compiled loop
+    # At trace time: once per compiled loop.
+    check_sjd_args(layout, window, init, getattr(model, "shuffle_window", 1))
     length, drafts = window, window - 1
     guided = options.guided
     groups = 2 if guided else 1
