@@ -128,10 +128,15 @@ def _fused_full_and_cached(model, tokens, cond):
     return full, unshuffle(cached, model.layout, model.shuffle_window), chunk, cached
 
 
-def test_shuffled_kv_cache_matches_full_forward():
-    # A video grid (t, h, w) = (2, 4, 4) with a 2 x 2 spatial window: 8 fused steps.
-    model = _build(layout=(2, 4, 4), shuffle_window=2)
-    assert model.fused_layout == (2, 2, 2) and model.max_len == 1 + 8 - 1
+@pytest.mark.parametrize(
+    "cond, layout, fused",
+    [("class", (2, 4, 4), (2, 2, 2)), ("text", (4, 8), (2, 4))],
+    ids=["class-video", "text-2d"],
+)
+def test_shuffled_kv_cache_matches_full_forward(cond, layout, fused):
+    # A 2 x 2 spatial window: on a video grid (t, h, w) the window stays in a frame.
+    model = _build(cond, layout, shuffle_window=2)
+    assert model.fused_layout == fused and model.max_len == model.prefix + 8 - 1
     tokens, c = _tokens(model, 2), _cond(model, 2)
     full, cached, chunk, fused_cached = nnx.jit(_fused_full_and_cached)(model, tokens, c)
     assert full.shape == (2, 32, 64) and full.dtype == jnp.float32
