@@ -1,7 +1,8 @@
 r"""Token-Shuffle benchmark: windows 1, 2 and 4 on `shapes` at 128 px (16 x 16 vq2d tokens).
 
   python -m evals.bench_shuffle [--out outputs/bench_shuffle] [--windows 1,2,4] \
-      [--budget-s 300] [--tokenizer-steps 400] [--fid-samples 500] [--json results.json]
+      [--budget-s 300] [--tokenizer-steps 400] [--fid-samples 500] [--equal-steps-of 2] \
+      [--json results.json]
 
 What it tests: Token-Shuffle's claim (Ma et al. 2025) that a window `s = 2`
 gives ~4x fewer positions and training FLOPs with little loss in quality,
@@ -34,6 +35,9 @@ at equal model size and equal training time. Stages, each cached under
    classifier features, a FID-like number comparable only with itself)
    against the 1,000-image test split; test cross-entropy from the
    launcher's final evaluation.
+7. with `--equal-steps-of W`: every window also trains for the step count
+   window W's budget gave (the same examples seen) and gets FIDs, to
+   separate shuffling's quality cost from its speed.
 
 Prints a markdown table (and writes `<out>/table.md` and `<out>/results.json`).
 Timings are wall-clock on whatever machine runs it; under CPU contention
@@ -173,6 +177,17 @@ def generator_flops(generator: nnx.Module, tokens: jax.Array, labels: jax.Array)
     return float(compiled.cost_analysis()["flops"])
 
 
+def fusion_params(generator: nnx.Module) -> int:
+    """Parameters Token-Shuffle adds: the input fusion and the head apart from its classifier."""
+    if generator.shuffle_window == 1:
+        return 0
+    leaves = jax.tree.leaves_with_path(nnx.state(generator, nnx.Param))
+    keys = [(jax.tree_util.keystr(path), x.size) for path, x in leaves]
+    return sum(
+        n for k, n in keys if "shuffle_in" in k or ("['head']" in k and "categorical" not in k)
+    )
+
+
 def time_generator(args, window: int) -> dict:
     """Train-step timing, FLOPs and sizes of the window-`window` generator (no training)."""
     from visgen.data import DataConfig, make_train_iterator
@@ -191,19 +206,14 @@ def time_generator(args, window: int) -> dict:
     generator = model.generator
     tokens = model.tokenizer.encode(batch["image"]).tokens.reshape(args.batch_size, -1)
     flops = generator_flops(generator, tokens, batch["label"])
-    trunk = sum(
-        x.size
-        for path, x in jax.tree.leaves_with_path(nnx.state(generator, nnx.Param))
-        if "shuffle_in" not in jax.tree_util.keystr(path)
-        and "unshuffle" not in jax.tree_util.keystr(path)
-    )
+    fusion = fusion_params(generator)
     return {
         **timing,
         "window": window,
         "tokens": generator.num_tokens,
         "positions": generator.num_steps,
         "generator_params": int(timing["params"]),
-        "params_without_fusion": int(trunk),
+        "params_without_fusion": int(timing["params"] - fusion),
         "generator_flops_per_example": flops / args.batch_size,
         "fetch_seconds": float(np.median(fetch[1:])),
     }
