@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tokenizer = ml_collections.ConfigDict(
         dict(
             name="titok", latent=v["latent"], l2_norm=True, commitment=0.25, init_std=0.02,
-            proxy_workdir="",
+            qk_norm=False, proxy_workdir="",
             **tokenizer,
         )
     )  # fmt: skip

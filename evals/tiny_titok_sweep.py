@@ -1,20 +1,26 @@
-r"""Step-budgeted recipe sweep for small TiTok tokenizers on in-memory `shapes`.
+r"""Step-budgeted recipe sweep for small tokenizers on in-memory `shapes`.
 
   python -m evals.tiny_titok_sweep --steps 3000 \
-      --variant base: --variant lr1e-3:lr=1e-3 --variant vae:latent=vae [--shape-scale 1.8]
+      --variant base: --variant qk:qk_norm=true --variant grid:name=vq2d [--shape-scale 1.8]
 
-Trains each variant of the `tiny` recipe (width 64, depth 2, patch 4, 32 tokens,
-1024 x 12 L2 codes, batch 32, AdamW 2e-3, warmup 50, cosine to 5%) with the
-real tokenizer task and train step, and every `--eval-every` steps prints the
-global PSNR (0-255, MSE over 1,000 held-out images) of the EMA model and the
-number of distinct codes it uses, beside the mean-colour baseline. Images are
-drawn in memory with `visgen.data.shapes` (no TFDS), so the script also runs on
-an accelerator machine that only has jax/flax/optax. Training dynamics per
-step do not depend on the hardware, so a GPU sweeps recipes for the CPU demo.
+Trains each variant of a `tiny` recipe with the real tokenizer task and train
+step: TiTok's (width 64, depth 2, patch 4, 32 tokens, 1024 x 12 L2 codes) or,
+with `name=vq2d`, the 2D grid tokenizer's (patch-ViT, width 64, depth 2, 8 x 8
+tokens, 128 x 8 codes); both batch 32, AdamW 2e-3, warmup 50, cosine to 5%.
+Every `--eval-every` steps it prints, for the EMA model on 1,000 held-out
+images: the global PSNR (0-255 scale), the number of distinct codes used, and
+`class_acc`, the fraction of reconstructions that the `shapes` feature
+classifier (`evals/weights/shapes.npz`, 83.5% on the originals) assigns to the
+image's label, beside the mean-colour baseline. Images are drawn in memory with
+`visgen.data.shapes` (no TFDS), so the script also runs on an accelerator
+machine that only has jax/flax/optax. Training dynamics per step do not depend
+on the hardware, so a GPU sweeps recipes for the CPU demo.
 
 Variant syntax: `name:key=value,key=value`; keys are `lr`, `batch`, `warmup`,
-`steps` or any TiTok argument (`width`, `depth`, `num_tokens`, `token_dim`,
-`codebook_size`, `patch_size`, `latent`, `l2_norm`, ...).
+`steps`, `recon` (`l1`/`l2`) or any tokenizer argument (`name`, `width`,
+`depth`, `num_tokens`, `token_dim`, `codebook_size`, `patch_size`, `latent`,
+`l2_norm`, `init_std`, `qk_norm`, ...), and `proxy_steps=N` for a two-stage
+TiTok whose proxy is the `vq2d` recipe trained first for N steps.
 """
 
 import argparse
@@ -29,14 +35,23 @@ import numpy as np
 from flax import nnx
 
 from visgen.metrics import image
+from visgen.metrics.classifier import load_feature_net
+from visgen.nn.frozen import freeze
 from visgen.tasks.tokenizer import TokenizerLossConfig, TokenizerTask
 from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
 from visgen.train.state import init_state, make_train_step
 
-TINY = dict(
-    name="titok", image_size=32, patch_size=4, width=64, depth=2, heads=4,
-    num_tokens=32, codebook_size=1024, token_dim=12, latent="vq",
-)  # fmt: skip
+TINY = {
+    "titok": dict(
+        name="titok", image_size=32, patch_size=4, width=64, depth=2, heads=4,
+        num_tokens=32, codebook_size=1024, token_dim=12, latent="vq",
+    ),
+    "vq2d": dict(
+        name="vq2d", image_size=32, backbone="vit", patch_size=4, width=64, depth=2, heads=4,
+        codebook_size=128, token_dim=8,
+    ),
+}  # fmt: skip
+CLASSIFIER = os.path.join(os.path.dirname(__file__), "weights", "shapes.npz")
 
 
 def _shapes_module():
@@ -48,12 +63,13 @@ def _shapes_module():
     return module
 
 
-def draw(n: int, seed: int, scale: float) -> np.ndarray:
-    """`n` shapes images uint8 `[n, 32, 32, 3]`, shape sizes multiplied by `scale`."""
+def draw(n: int, seed: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """`n` shapes images uint8 `[n, 32, 32, 3]` and labels `[n]`, sizes times `scale`."""
     shapes = _shapes_module()
     shapes.SIZES.update({k: v * scale for k, v in shapes.SIZES.items()})
     rng = np.random.default_rng(seed)
-    return np.stack([shapes.draw_shapes_image(rng, 32)[0] for _ in range(n)])
+    drawn = [shapes.draw_shapes_image(rng, 32) for _ in range(n)]
+    return np.stack([d[0] for d in drawn]), np.asarray([d[1] for d in drawn])
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -72,9 +88,39 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
-def run(train: np.ndarray, test: np.ndarray, steps: int, eval_every: int, **kw) -> list:
+class TrainedProxy:
+    """A trained tokenizer held on the host; `build` gives a fresh frozen copy.
+
+    The in-memory counterpart of `visgen.train.workdir.FrozenCheckpoint` for a
+    two-stage TiTok's proxy (`TokenizerTask.proxy`).
+    """
+
+    def __init__(self, model: nnx.Module):
+        self._graphdef, state = nnx.split(model)
+        self._state = jax.tree.map(np.asarray, state)
+
+    def build(self) -> nnx.Module:
+        return freeze(nnx.merge(self._graphdef, jax.tree.map(jnp.asarray, self._state)))
+
+
+def run(train, test, labels, classifier, steps: int, eval_every: int, **kw):
+    """Trains one variant; returns (curve, seconds, the trained EMA `TokenizerModel`).
+
+    `proxy_steps=N` first trains the `vq2d` recipe for N steps and uses it as
+    the proxy of a two-stage TiTok (proxy-code cross-entropy, no pixel loss).
+    """
+    proxy_steps = kw.pop("proxy_steps", 0)
+    proxy = None
+    if proxy_steps:
+        curve, _, trained = run(
+            train, test, labels, classifier, proxy_steps, proxy_steps, name="vq2d"
+        )
+        print(json.dumps({"proxy": curve[-1]}), flush=True)
+        proxy = TrainedProxy(trained)
     lr, batch, warmup = kw.pop("lr", 2e-3), kw.pop("batch", 32), kw.pop("warmup", 50)
-    task = TokenizerTask(dict(TINY, **kw), TokenizerLossConfig(), "float32")
+    loss = TokenizerLossConfig(recon=kw.pop("recon", "l2"), recon_weight=0.0 if proxy else 1.0)
+    task = TokenizerTask(dict(TINY[kw.get("name", "titok")], **kw), loss, "float32")
+    task.proxy = proxy
     optim = OptimConfig(lr=lr, warmup_steps=warmup, end_lr_ratio=0.05)
     tx = make_optimizer(optim, steps)
     state, frozen = jax.jit(lambda: init_state(task, tx, 0))()
@@ -89,7 +135,9 @@ def run(train: np.ndarray, test: np.ndarray, steps: int, eval_every: int, **kw) 
         model = nnx.merge(graphdef, params, frozen, rest, copy=True)
         recon, enc = model.tokenizer(x)
         tokens = enc.tokens if enc.tokens is not None else jnp.zeros((1,), jnp.int32)
-        return jnp.sum(image.squared_error(image.to_255(recon), image.to_255(x))), tokens
+        pixels = image.to_255(recon)
+        predicted = jnp.argmax(classifier(jnp.round(pixels)).logits, axis=-1)
+        return jnp.sum(image.squared_error(pixels, image.to_255(x))), tokens, predicted
 
     to_float = lambda u8: jnp.asarray(u8.astype(np.float32) / 127.5 - 1.0)
     rng, curve, t0 = np.random.default_rng(0), [], time.perf_counter()
@@ -99,14 +147,27 @@ def run(train: np.ndarray, test: np.ndarray, steps: int, eval_every: int, **kw) 
         x[flip] = x[flip, :, ::-1]
         state, _ = step(state, frozen, {"image": to_float(x)})
         if i % eval_every == 0 or i == steps:
-            se, codes = 0.0, set()
+            se, codes, correct = 0.0, set(), 0
             for j in range(0, len(test), 250):
-                s, tokens = evaluate(state.ema_params, state.rest, to_float(test[j : j + 250]))
+                s, tokens, predicted = evaluate(
+                    state.ema_params, state.rest, to_float(test[j : j + 250])
+                )
                 se += float(s)
                 codes |= set(np.asarray(tokens).ravel().tolist())
+                correct += int(np.sum(np.asarray(predicted) == labels[j : j + 250]))
             psnr = float(image.psnr_from_mse(se / test.size))
-            curve.append({"step": i, "psnr": round(psnr, 2), "codes": len(codes)})
-    return curve, time.perf_counter() - t0
+            curve.append(
+                {
+                    "step": i,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "psnr": round(psnr, 2),
+                    "codes": len(codes),
+                    "class_acc": round(correct / len(test), 3),
+                }
+            )
+            print(json.dumps({"progress": curve[-1]}), flush=True)
+    model = nnx.merge(graphdef, state.ema_params, frozen, state.rest, copy=True)
+    return curve, time.perf_counter() - t0, model
 
 
 def main(argv=None) -> int:
@@ -116,14 +177,27 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--shape-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
-    train, test = draw(20_000, 1, args.shape_scale), draw(1_000, 2, args.shape_scale)
+    train, _ = draw(20_000, 1, args.shape_scale)
+    test, labels = draw(1_000, 2, args.shape_scale)
+    classifier, _ = load_feature_net(CLASSIFIER)
     mean = np.round(test.reshape(len(test), -1, 3).mean(1))[:, None, None, :]
     baseline = image.psnr_from_mse(np.mean((test - mean) ** 2))
-    print(json.dumps({"backend": jax.default_backend(), "mean_colour_psnr": float(baseline)}))
+    real = np.asarray(jnp.argmax(classifier(jnp.asarray(test, jnp.float32)).logits, -1))
+    print(
+        json.dumps(
+            {
+                "backend": jax.default_backend(),
+                "mean_colour_psnr": float(baseline),
+                "class_acc_originals": float(np.mean(real == labels)),
+            }
+        )
+    )
     for text in args.variant or ["base:"]:
         name, kw = parse_variant(text)
         steps = kw.pop("steps", args.steps)
-        curve, seconds = run(train.copy(), test, steps, args.eval_every, **kw)
+        curve, seconds, _ = run(
+            train.copy(), test, labels, classifier, steps, args.eval_every, **kw
+        )
         print(json.dumps({"variant": name, **kw, "seconds": round(seconds, 1), "curve": curve}))
     return 0
 

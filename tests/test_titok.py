@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from visgen.nn.patchify import patchify, unpatchify
-from visgen.nn.vit import attention
+from visgen.nn.vit import Attention, attention
 from visgen.quantizers import DiagonalGaussian, VectorQuantizer
 from visgen.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 
@@ -75,6 +75,25 @@ def test_cpu_attention_matches_reference():
     np.testing.assert_allclose(
         jax.jit(attention)(q, k, v), jax.nn.dot_product_attention(q, k, v), atol=1e-6
     )
+
+
+def test_qk_norm_makes_attention_invariant_to_query_key_scale():
+    # With QK-norm the logits depend on the directions of q and k only, so scaling
+    # the query and key projections (the escape from the tiny TiTok's colour plateau)
+    # leaves the output unchanged; without it the output changes.
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 16)), jnp.float32)
+    outputs = {}
+    for qk_norm in (False, True):
+        init = nnx.initializers.normal(0.5)  # logits well away from uniform attention
+        attn = Attention(16, 2, dtype=jnp.float32, init=init, qk_norm=qk_norm, rngs=nnx.Rngs(0))
+        before = attn(x)
+        scale = jnp.concatenate([jnp.full((32,), 7.0), jnp.ones((16,))])  # q, k columns
+        attn.qkv.kernel[...] = attn.qkv.kernel[...] * scale
+        attn.qkv.bias[...] = attn.qkv.bias[...] * scale
+        outputs[qk_norm] = float(jnp.max(jnp.abs(attn(x) - before)))
+    # (Not exactly 0: the LayerNorms' epsilon sees the larger variance.)
+    assert outputs[True] < 1e-4
+    assert outputs[False] > 100 * outputs[True]
 
 
 # --- vector quantizer -----------------------------------------------------------------

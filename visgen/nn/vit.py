@@ -22,6 +22,11 @@ DENSE_INIT = nnx.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
 
 
+def layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """torch-equivalent LayerNorm (eps 1e-5, two-pass variance) computed in float32."""
+    return nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
+
+
 def learned_embedding(rngs: nnx.Rngs, *shape: int) -> nnx.Param:
     """A learned embedding `[*shape]`, init `width^-0.5 * randn` (last dim = width), as TiTok's."""
     return nnx.Param(shape[-1] ** -0.5 * jax.random.normal(rngs.params(), shape, jnp.float32))
@@ -66,18 +71,34 @@ class Attention(nnx.Module):
     """Multi-head full self-attention with a fused QKV projection: `[B, N, D]` -> `[B, N, D]`."""
 
     def __init__(
-        self, width: int, heads: int, *, dtype: jnp.dtype, init=DENSE_INIT, rngs: nnx.Rngs
+        self,
+        width: int,
+        heads: int,
+        *,
+        dtype: jnp.dtype,
+        init=DENSE_INIT,
+        qk_norm: bool = False,
+        rngs: nnx.Rngs,
     ):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
         self.qkv = nnx.Linear(width, 3 * width, kernel_init=init, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(width, width, kernel_init=init, dtype=dtype, rngs=rngs)
+        head_dim = width // heads
+        self.q_norm = layer_norm(head_dim, rngs) if qk_norm else None
+        self.k_norm = layer_norm(head_dim, rngs) if qk_norm else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
-        y = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.q_norm is not None:
+            # QK-norm (ViT-22B): per-head LayerNorm in float32 bounds the logits and makes
+            # their gradient independent of the projections' scale at init.
+            q = self.q_norm(q.astype(jnp.float32)).astype(v.dtype)
+            k = self.k_norm(k.astype(jnp.float32)).astype(v.dtype)
+        y = attention(q, k, v)
         return self.out(y.reshape(b, n, d))
 
 
@@ -92,12 +113,13 @@ class Block(nnx.Module):
         mlp_ratio: int = 4,
         dtype: jnp.dtype = jnp.float32,
         init=DENSE_INIT,
+        qk_norm: bool = False,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
-        self.ln1 = nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
-        self.attn = Attention(width, heads, dtype=dtype, init=init, rngs=rngs)
-        self.ln2 = nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
+        self.ln1 = layer_norm(width, rngs)
+        self.attn = Attention(width, heads, dtype=dtype, init=init, qk_norm=qk_norm, rngs=rngs)
+        self.ln2 = layer_norm(width, rngs)
         hidden = mlp_ratio * width
         self.fc1 = nnx.Linear(width, hidden, kernel_init=init, dtype=dtype, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, width, kernel_init=init, dtype=dtype, rngs=rngs)
@@ -113,7 +135,8 @@ class Transformer(nnx.Module):
     """A stack of `depth` pre-LN blocks: `[B, N, D]` -> `[B, N, D]` float32.
 
     `remat=True` recomputes each block's activations in the backward pass
-    (`nnx.remat`), trading compute for memory on large models.
+    (`nnx.remat`), trading compute for memory on large models. `qk_norm=True`
+    LayerNorms queries and keys per head (not in TiTok; see `Attention`).
     """
 
     def __init__(
@@ -126,15 +149,12 @@ class Transformer(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         init=DENSE_INIT,
+        qk_norm: bool = False,
         rngs: nnx.Rngs,
     ):
         self.remat = remat
-        self.blocks = nnx.List(
-            [
-                Block(width, heads, mlp_ratio=mlp_ratio, dtype=dtype, init=init, rngs=rngs)
-                for _ in range(depth)
-            ]
-        )
+        block = dict(mlp_ratio=mlp_ratio, dtype=dtype, init=init, qk_norm=qk_norm, rngs=rngs)
+        self.blocks = nnx.List([Block(width, heads, **block) for _ in range(depth)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(jnp.float32)

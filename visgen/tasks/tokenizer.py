@@ -34,7 +34,6 @@ from visgen.metrics import codebook, image
 from visgen.tasks import TASKS
 from visgen.tokenizers import make_tokenizer
 from visgen.train.task import Batch
-from visgen.train.workdir import load_frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +86,12 @@ class TokenizerTask:
         self.tokenizer_args = dict(tokenizer)
         # A two-stage TiTok's proxy: a trained tokenizer workdir, embedded frozen.
         proxy_workdir = self.tokenizer_args.pop("proxy_workdir", "")
-        self.proxy = load_frozen(proxy_workdir) if proxy_workdir else None
+        self.proxy = None
+        if proxy_workdir:
+            # Imported here: the workdir module pulls in the data pipeline (TFDS, grain).
+            from visgen.train.workdir import load_frozen
+
+            self.proxy = load_frozen(proxy_workdir)
         self.loss_cfg = loss
         self.dtype = jnp.dtype(dtype)
 

@@ -38,7 +38,7 @@ import optax
 from flax import nnx
 
 from visgen.nn.patchify import grid_shape, patchify, unpatchify
-from visgen.nn.vit import DENSE_INIT, LN_EPS, Transformer, learned_embedding
+from visgen.nn.vit import DENSE_INIT, Transformer, layer_norm, learned_embedding
 from visgen.quantizers import DiagonalGaussian, VectorQuantizer
 from visgen.tokenizers.base import Encoded, TokenSpec, check_input
 
@@ -49,10 +49,6 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "B": (768, 12, 12),
     "L": (1024, 24, 16),
 }
-
-
-def _layer_norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(width, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
 
 
 class TiTokEncoder(nnx.Module):
@@ -71,6 +67,7 @@ class TiTokEncoder(nnx.Module):
         dtype: jnp.dtype,
         remat: bool,
         init_std: float,
+        qk_norm: bool,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
@@ -81,7 +78,7 @@ class TiTokEncoder(nnx.Module):
         self.pos = learned_embedding(rngs, num_patches + 1, width)
         self.latent_tokens = learned_embedding(rngs, num_tokens, width)
         self.latent_pos = learned_embedding(rngs, num_tokens, width)
-        self.ln_pre = _layer_norm(width, rngs)
+        self.ln_pre = layer_norm(width, rngs)
         self.transformer = Transformer(
             depth,
             width,
@@ -89,9 +86,10 @@ class TiTokEncoder(nnx.Module):
             dtype=dtype,
             remat=remat,
             init=nnx.initializers.normal(stddev=init_std),
+            qk_norm=qk_norm,
             rngs=rngs,
         )
-        self.ln_post = _layer_norm(width, rngs)
+        self.ln_post = layer_norm(width, rngs)
         self.head = nnx.Linear(width, out_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
     def __call__(self, patches: jax.Array) -> jax.Array:
@@ -123,6 +121,7 @@ class TiTokDecoder(nnx.Module):
         dtype: jnp.dtype,
         remat: bool,
         init_std: float,
+        qk_norm: bool,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
@@ -131,7 +130,7 @@ class TiTokDecoder(nnx.Module):
         self.pos = learned_embedding(rngs, num_patches + 1, width)
         self.mask_token = learned_embedding(rngs, 1, width)
         self.latent_pos = learned_embedding(rngs, num_tokens, width)
-        self.ln_pre = _layer_norm(width, rngs)
+        self.ln_pre = layer_norm(width, rngs)
         self.transformer = Transformer(
             depth,
             width,
@@ -139,9 +138,10 @@ class TiTokDecoder(nnx.Module):
             dtype=dtype,
             remat=remat,
             init=nnx.initializers.normal(stddev=init_std),
+            qk_norm=qk_norm,
             rngs=rngs,
         )
-        self.ln_post = _layer_norm(width, rngs)
+        self.ln_post = layer_norm(width, rngs)
         self.head = nnx.Linear(width, patch_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
     def __call__(self, latents: jax.Array) -> jax.Array:
@@ -180,6 +180,7 @@ class TiTok(nnx.Module):
       dtype: transformer compute dtype (e.g. `jnp.bfloat16`); params are float32.
       remat: recompute each block's activations in the backward pass.
       init_std: std of the transformer blocks' weight init (TiTok: 0.02).
+      qk_norm: LayerNorm queries and keys per head (not in TiTok; see `configs/titok.py`).
       proxy: a trained, frozen 2D grid tokenizer (`visgen.nn.frozen.freeze`)
         for two-stage training; its token grid must equal the patch grid.
       rngs: parameter initialisation.
@@ -205,6 +206,7 @@ class TiTok(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         init_std: float = 0.02,
+        qk_norm: bool = False,
         proxy: nnx.Module | None = None,
         rngs: nnx.Rngs,
     ):
@@ -238,6 +240,7 @@ class TiTok(nnx.Module):
             dtype=dtype,
             remat=remat,
             init_std=init_std,
+            qk_norm=qk_norm,
             rngs=rngs,
         )
         self.proxy = proxy
