@@ -13,11 +13,31 @@ position; needs a 2D/3D token grid such as vq2d's):
   python -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,shuffle=2 \
       --workdir outputs/ar_shuffle --config.tokenizer_workdir=outputs/vq2d_tiny
 
+Text-conditional (`text`: trains on the dataset's captions, then samples a
+prompt):
+
+  python -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,text \
+      --workdir outputs/ar_text --config.tokenizer_workdir=outputs/vq2d_tiny
+  python -m launch.sample --workdir outputs/ar_text --num 16 --cfg 4 \
+      --prompt "a large red circle in the centre, on a black background" \
+      --out outputs/ar_text/samples
+
 Variants (comma separated): `tiny`; `tokenizer=titok|vq2d` (which tokenizer
 family the data settings follow; the weights come from
 `config.tokenizer_workdir`); `size=B|L|XL`; `data=<tfds name or folder>`;
 `classes=C` (number of classes; default from the dataset); `shuffle=S` (the
-Token-Shuffle window, the same as `--config.generator.shuffle_window=S`).
+Token-Shuffle window, the same as `--config.generator.shuffle_window=S`);
+`text` (condition on captions instead of classes).
+
+`text` adds `config.text_encoder` (a `visgen.text` encoder: `name` and its
+arguments; `random_words` is a frozen random-word-embedding stand-in for a
+pretrained encoder such as LlamaGen's FLAN-T5-XL), turns on
+`data.with_captions` and gives the generator no classes: its `text_dim` and
+`cls_token_num` (the prefix length) are the encoder's `dim` and `length`,
+set by the task, so `--config.text_encoder.length=L` changes both. `length`
+defaults to a bound on the dataset's caption words (a longer caption is an
+error unless `text_encoder.truncate`). Token caches store no captions, so
+`data.token_cache` is refused with `text`.
 
 `config.sample.cfg_schedule` defaults to `auto`: Token-Shuffle's
 `half-linear` when `generator.shuffle_window > 1`, else LlamaGen's
@@ -38,12 +58,13 @@ from visgen.sampling import SampleOptions
 from visgen.tasks.generator import AUTO_SCHEDULE
 
 DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
+# Text slots for a dataset's captions (shapes: at most 29 words; with motion 41).
+CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    v = parse_variant(
-        arg, dict(tiny=False, tokenizer="titok", size="B", data="", classes=0, shuffle=1)
-    )
+    defaults = dict(tiny=False, tokenizer="titok", size="B", data="", classes=0, shuffle=1)
+    v = parse_variant(arg, dict(defaults, text=False))
     if v["tokenizer"] not in ("titok", "vq2d"):
         raise ValueError(f"tokenizer must be titok or vq2d, got {v['tokenizer']!r}")
     config = base_config("generator")
@@ -65,8 +86,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             steps=1_500_000, log_every=100, eval_every=10_000, checkpoint_every=5_000,
             eval_examples=10_000, ema_decay=0.9999,
         )  # fmt: skip
-    classes = v["classes"] or DATASET_CLASSES.get(config.data.name, 0)
-    if not classes:
+    if v["text"] and v["classes"]:
+        raise ValueError("the variants text and classes=C exclude each other")
+    classes = 0 if v["text"] else v["classes"] or DATASET_CLASSES.get(config.data.name, 0)
+    if not classes and not v["text"]:
         raise ValueError(
             f"number of classes of dataset {config.data.name!r} unknown: give the variant classes=C"
         )
@@ -80,6 +103,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             cond_dropout=0.1, shuffle_window=v["shuffle"],
         )
     )  # fmt: skip
+    if v["text"]:
+        del config.generator["cls_token_num"]  # the encoder's length
+        config.data.with_captions = True
+        config.text_encoder = ml_collections.ConfigDict(
+            dict(
+                name="random_words", length=CAPTION_WORDS.get(config.data.name, 64),
+                dim=64 if v["tiny"] else 256, seed=0, positions=True, truncate=False,
+            )
+        )  # fmt: skip
     config.sample = section(SampleOptions, cfg_scale=4.0, cfg_schedule=AUTO_SCHEDULE)
     del config.sample["cfg_interval"]  # None is not a settable ConfigDict type
     config.preview_per_class = 8

@@ -1,22 +1,26 @@
 r"""Sample images from a trained generator workdir.
 
-  python -m launch.sample --workdir GEN --num 64 [--class 3 | --classes 0,1,2] \
+  python -m launch.sample --workdir GEN --num 64 [--class 3 | --classes 0,1,2 | --prompt TEXT] \
       [--cfg 4 --cfg-schedule linear --top-k 0 --top-p 1 --temperature 1 --seed 0] \
       [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal] \
       [--batch-size 32] [--png] --out DIR
 
 Writes into `DIR`: `samples.png` (a grid; one row per class when classes
 cycle), `samples.npz` (`images` uint8 `[N, H, W, 3]` as `python -m evals.fid`
-reads them, and `labels`), `stats.json` (seconds and images/s, both including the
-first batch's compilation; forward passes; tokens; the step compression,
-tokens per sample over forward passes per batch) and, with `--png`, one
-PNG per sample. `--method sjd` samples with speculative Jacobi decoding
-(`visgen.sampling.sjd`: the same distribution in fewer forward passes);
-`stats.json` then also reports the accepted drafts per pass and the window
-and draft initialisation used (`--sjd-init` defaults to the layout's best).
-Without a class option the samples cycle through every class. Every input
-is checked before anything is sampled or written, so a bad call leaves no
-partial output.
+reads them, and `labels`, or for text the `prompt`), `stats.json` (seconds
+and images/s, both including the first batch's compilation; forward passes;
+tokens; the step compression, tokens per sample over forward passes per
+batch) and, with `--png`, one PNG per sample. `--method sjd` samples with
+speculative Jacobi decoding (`visgen.sampling.sjd`: the same distribution in
+fewer forward passes); `stats.json` then also reports the accepted drafts
+per pass and the window and draft initialisation used (`--sjd-init` defaults
+to the layout's best).
+Without a class option the samples cycle through every class. A
+text-conditional generator (`configs/ar.py:...,text`) takes `--prompt`
+instead: the caption is encoded by the text encoder its config names
+(`visgen.text`) and all `--num` samples show it. Every input is checked
+before anything is sampled or written, so a bad call leaves no partial
+output.
 """
 
 import argparse
@@ -80,6 +84,25 @@ def _labels(args, num_classes: int) -> np.ndarray:
     # Class-major order, so a grid with one column per repeat shows one class per row.
     per = math.ceil(args.num / len(classes))
     return np.repeat(np.asarray(classes, np.int32), per)[: args.num]
+
+
+def _prompt_embedding(args, config) -> np.ndarray:
+    """`--prompt` encoded by the workdir's text encoder: float32 `[1, L, D]`."""
+    from visgen.tasks.generator import make_config_text_encoder
+    from visgen.text import split_words
+
+    if args.prompt is None:
+        raise UsageError(
+            "this generator is text-conditional: give --prompt TEXT (--class and --classes "
+            "apply to class-conditional generators)"
+        )
+    if not split_words(args.prompt):
+        raise UsageError(f"--prompt {args.prompt!r} has no words")
+    encoder = make_config_text_encoder(config)
+    try:
+        return encoder.encode([args.prompt]).embeddings
+    except ValueError as e:
+        raise UsageError(f"--prompt: {e}") from None
 
 
 def _grid_rows(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -173,17 +196,18 @@ def run(argv=None) -> dict:
             "(train one with configs/ar.py)"
         )
     num_classes = int(config.generator.get("num_classes", 0))
-    if args.prompt is not None and num_classes:
+    text = "text_encoder" in config
+    if args.prompt is not None and not text:
         raise UsageError(
             "--prompt needs a text-conditional generator; this one is class-conditional "
             f"({num_classes} classes): use --class or --classes"
         )
-    if not num_classes:
-        raise UsageError(
-            "this generator is text-conditional: --class/--classes do not apply, and "
-            "sampling from a prompt needs a text encoder, which its config does not name"
-        )
-    labels = _labels(args, num_classes)
+    if text:
+        # `labels` only lay out the grid (rows of 8); every sample shows the prompt.
+        conds = np.repeat(_prompt_embedding(args, config), args.num, axis=0)
+        labels = np.zeros(args.num, np.int32)
+    else:
+        conds = labels = _labels(args, num_classes)
     options = _options(args, config)
 
     import jax
@@ -205,7 +229,8 @@ def run(argv=None) -> dict:
     decode = nnx.jit(lambda m, t: task.decode(m, t))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)
-    padded = np.resize(labels, batches * batch)  # the last batch is padded: one compile
+    # The last batch is padded (repeating conditions): one compile.
+    padded = conds[np.arange(batches * batch) % len(conds)]
     images, totals, t0 = [], {}, time.perf_counter()
     key = jax.random.key(args.seed)
     steps = range(batches)
@@ -222,11 +247,13 @@ def run(argv=None) -> dict:
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    np.savez(os.path.join(out, "samples.npz"), images=images, labels=labels)
+    cond_arrays = {"prompt": np.str_(args.prompt)} if text else {"labels": labels}
+    np.savez(os.path.join(out, "samples.npz"), images=images, **cond_arrays)
     save_png(os.path.join(out, "samples.png"), image_grid(_grid_rows(images, labels)), upscale=2)
     if args.png:
         for n, img in enumerate(images):
-            save_png(os.path.join(out, f"sample_{n:05d}_class{labels[n]}.png"), img)
+            name = f"sample_{n:05d}.png" if text else f"sample_{n:05d}_class{labels[n]}.png"
+            save_png(os.path.join(out, name), img)
     result = {
         "workdir": os.path.abspath(args.workdir),
         "step": int(step),
@@ -239,6 +266,8 @@ def run(argv=None) -> dict:
         "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
         "seed": args.seed,
     }
+    if text:
+        result["prompt"] = args.prompt
     if sjd:
         result["sjd"] = sjd
     with open(os.path.join(out, "stats.json"), "w") as f:

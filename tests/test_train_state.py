@@ -22,6 +22,9 @@ class ToyTask:
     def prepare_data(self, data_cfg):
         del data_cfg
 
+    def host_batch(self, batch):
+        return batch
+
     def build(self, rngs):
         return nnx.Linear(3, 3, rngs=rngs)
 

@@ -3,8 +3,12 @@
 Each step tokenizes the batch with the tokenizer's EMA weights (embedded in
 the model as `Frozen` variables, so they are neither trained nor saved again)
 inside the same jitted step, then minimises the next-token cross-entropy
-given the condition (the class label; dropped to the null class with the
-generator's `cond_dropout` for classifier-free guidance). With
+given the condition, dropped to the null condition with the generator's
+`cond_dropout` for classifier-free guidance. The condition is the class
+label, or with a text encoder (`visgen.text`, `text_encoder` below) the
+batch's captions: `host_batch` encodes them on the host into `"text"`
+`[b, L, D]` float32 before the batch enters the jitted step (strings cannot),
+and the generator is built with `text_dim = D` and `cls_token_num = L`. With
 `config.data.token_cache = DIR` the train split is tokenized once into DIR
 (`visgen.data.token_cache`; built on first use, refused if another tokenizer
 checkpoint made it) and train steps read the ids from there, skipping the
@@ -13,7 +17,8 @@ encoder; evaluation still tokenizes the test images.
 Evaluation reports the test cross-entropy (nats per token) beside the
 frequency-only baseline: the entropy of the test split's own token
 histogram, i.e. the best any model that ignores context and condition can
-score. The preview samples one row per class with the configured options.
+score. The preview samples one row per class with the configured options
+(text: one row per caption of the first test examples).
 """
 
 import dataclasses
@@ -32,11 +37,23 @@ from visgen.generators import make_generator
 from visgen.metrics import codebook
 from visgen.sampling import SampleOptions, sample
 from visgen.tasks import TASKS
+from visgen.text import TextEncoder, make_text_encoder
 from visgen.train.task import Batch
 from visgen.train.workdir import load_frozen
 
 # `config.sample.cfg_schedule` value that follows the generator: see `sample_settings`.
 AUTO_SCHEDULE = "auto"
+
+# Preview rows of a text-conditional generator: the captions of the first test examples.
+PREVIEW_CAPTIONS = 8
+
+
+def make_config_text_encoder(config) -> TextEncoder | None:
+    """The text encoder that `config.text_encoder` names, or None for a class-conditional
+    config (one without that section)."""
+    if "text_encoder" not in config:
+        return None
+    return make_text_encoder(**config.text_encoder.to_dict())
 
 
 def sample_settings(config) -> dict[str, Any]:
@@ -63,15 +80,18 @@ class GeneratorModel(nnx.Module):
 
 @TASKS.register("generator")
 class GeneratorTask:
-    """Trains a class-conditional generator from `visgen.generators` on tokenizer tokens.
+    """Trains a class- or text-conditional generator from `visgen.generators` on
+    tokenizer tokens.
 
     Args:
       generator: keyword arguments of `make_generator` (`name` included);
-        `vocab_size` and `layout` come from the tokenizer.
+        `vocab_size` and `layout` come from the tokenizer, and with a text
+        encoder `text_dim` and `cls_token_num` come from it.
       tokenizer_workdir: a trained tokenizer's workdir (its latest checkpoint).
       sample: decoding options for previews (and the sampling CLI's defaults).
-      preview_per_class: samples per class in the preview grid.
+      preview_per_class: samples per class (per caption for text) in the preview grid.
       dtype: compute dtype of the generator.
+      text_encoder: conditions on captions encoded by it instead of class labels.
     """
 
     def __init__(
@@ -81,6 +101,7 @@ class GeneratorTask:
         sample: SampleOptions,
         preview_per_class: int,
         dtype: str,
+        text_encoder: TextEncoder | None = None,
     ):
         if not tokenizer_workdir:
             raise ValueError(
@@ -97,6 +118,9 @@ class GeneratorTask:
         self.spec = spec
         self.generator_args = dict(generator)
         self.num_classes = int(self.generator_args.get("num_classes", 0))
+        self.text_encoder = text_encoder
+        if text_encoder is not None:
+            self.generator_args.update(_text_args(self.generator_args, text_encoder))
         self.sample_options = sample
         self.preview_per_class = preview_per_class
         self.dtype = jnp.dtype(dtype)
@@ -109,6 +133,7 @@ class GeneratorTask:
             sample=SampleOptions(**sample_settings(config)),
             preview_per_class=config.preview_per_class,
             dtype=config.dtype,
+            text_encoder=make_config_text_encoder(config),
         )
 
     def tokenizer_record(self) -> TokenizerRecord:
@@ -125,7 +150,20 @@ class GeneratorTask:
     def prepare_data(self, data_cfg: DataConfig, batch_size: int = 64) -> dict | None:
         """With `data_cfg.token_cache`: builds the cache from the train split if it is
         missing, then checks that this task's tokenizer and data made it; returns
-        its metadata (None without a cache)."""
+        its metadata (None without a cache). A text-conditional task checks that
+        the data carries captions and refuses a token cache (it stores no captions)."""
+        if self.text_encoder is not None:
+            if not data_cfg.with_captions:
+                raise ValueError(
+                    "a text-conditional generator trains on captions: set "
+                    "--config.data.with_captions=True"
+                )
+            if data_cfg.token_cache:
+                raise ValueError(
+                    f"data.token_cache={data_cfg.token_cache!r}: token caches store class "
+                    "labels, not captions, so a text-conditional generator cannot read one "
+                    "(leave it empty)"
+                )
         if not data_cfg.token_cache:
             return None
         record = self.tokenizer_record()
@@ -152,6 +190,24 @@ class GeneratorTask:
             )
         return check_cache(directory, record, data_cfg)
 
+    def host_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """With a text encoder: adds `"text"` float32 `[b, L, D]`, the encoded
+        `"caption"`s (str `[b]`); otherwise the batch as is."""
+        if self.text_encoder is None:
+            return batch
+        if "caption" not in batch:
+            raise ValueError(
+                "a text-conditional generator needs captions in its batches (data.with_captions)"
+            )
+        captions = [str(c) for c in batch["caption"]]
+        if not any(c.strip() for c in captions):
+            raise ValueError("every caption in the batch is empty: does the dataset have captions?")
+        return {**batch, "text": self.text_encoder.encode(captions).embeddings}
+
+    def condition(self, batch: Batch) -> jax.Array:
+        """The generator's condition from a batch: `"text"` `[B, L, D]` or `"label"` `[B]`."""
+        return batch["text"] if self.text_encoder is not None else batch["label"]
+
     def build(self, rngs: nnx.Rngs) -> GeneratorModel:
         generator = make_generator(
             **self.generator_args,
@@ -172,7 +228,7 @@ class GeneratorTask:
             tokens = batch["tokens"].astype(jnp.int32)
         else:
             tokens = self._tokens(model, batch["image"])
-        loss = model.generator.loss(tokens, batch["label"], train=True, rng=rng)
+        loss = model.generator.loss(tokens, self.condition(batch), train=True, rng=rng)
         return loss, {"cross_entropy": loss}, None
 
     def after_update(self, model: GeneratorModel, aux, rng: jax.Array) -> None:
@@ -181,7 +237,7 @@ class GeneratorTask:
     def eval_batch(self, model: GeneratorModel, batch: Batch) -> dict[str, jax.Array]:
         mask = batch["mask"]
         tokens = self._tokens(model, batch["image"])
-        logits = model.generator(tokens, batch["label"])
+        logits = model.generator(tokens, self.condition(batch))
         logp = jax.nn.log_softmax(logits, axis=-1)
         ce = -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
         m = mask.astype(jnp.float32)
@@ -213,9 +269,36 @@ class GeneratorTask:
         return jnp.clip(model.tokenizer.decode(ids), -1.0, 1.0)
 
     def preview(self, model: GeneratorModel, batch: Batch) -> jax.Array:
-        """Samples, one row per class: `[num_classes, per_class, H, W, 3]`."""
-        del batch
-        labels = jnp.asarray(self.class_labels(self.preview_per_class))
-        tokens, _ = sample(model.generator, labels, jax.random.key(0), self.sample_options)
+        """Samples, one row per class: `[num_classes, per_class, H, W, 3]`; for text,
+        one row per caption of the batch's first `R = min(PREVIEW_CAPTIONS, B)`
+        examples: `[R, per_class, H, W, 3]`."""
+        per = self.preview_per_class
+        if self.text_encoder is not None:
+            text = batch["text"][:PREVIEW_CAPTIONS]
+            rows, cond = text.shape[0], jnp.repeat(text, per, axis=0)
+        else:
+            rows, cond = self.num_classes, jnp.asarray(self.class_labels(per))
+        tokens, _ = sample(model.generator, cond, jax.random.key(0), self.sample_options)
         images = self.decode(model, tokens)
-        return images.reshape(self.num_classes, self.preview_per_class, *images.shape[1:])
+        return images.reshape(rows, per, *images.shape[1:])
+
+
+def _text_args(generator: dict[str, Any], encoder: TextEncoder) -> dict[str, int]:
+    """The generator arguments a text encoder fixes: `text_dim = D`, `cls_token_num = L`.
+
+    The encoder is their one source; a generator config that also gives them
+    must agree, and a text generator has no classes."""
+    args = {"text_dim": int(encoder.dim), "cls_token_num": int(encoder.length)}
+    if int(generator.get("num_classes", 0)):
+        raise ValueError(
+            f"generator.num_classes={generator['num_classes']} with a text encoder: a "
+            "generator is class- or text-conditional, not both (set num_classes=0)"
+        )
+    for key, value in args.items():
+        if key in generator and int(generator[key]) != value:
+            raise ValueError(
+                f"generator.{key}={generator[key]} disagrees with the text encoder's "
+                f"{value} (length L -> cls_token_num, dim D -> text_dim); the generator "
+                "takes them from the encoder, so leave them out"
+            )
+    return args

@@ -110,6 +110,9 @@ class TokenizerTask:
                 "a tokenizer trains on images (leave it empty)"
             )
 
+    def host_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
     def build(self, rngs: nnx.Rngs) -> TokenizerModel:
         cfg = self.loss_cfg
         args = dict(self.tokenizer_args)

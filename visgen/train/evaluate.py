@@ -49,7 +49,7 @@ class Evaluator:
             batches = progress_bar(batches, total=-(-total // batch_size), desc="eval")
         sums, preview = None, None
         for local in batches:
-            batch = global_batch(local, self.mesh)
+            batch = global_batch(self.task.host_batch(local), self.mesh)
             if preview is None:
                 preview = image_grid(to_uint8(self._preview(params, frozen, rest, batch)))
             out = self._eval(params, frozen, rest, batch)

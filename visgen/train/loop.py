@@ -189,7 +189,7 @@ def train(
     with _StopSignal() as stop:
         try:
             while step < total and stop.received is None:
-                batch = shd.global_batch(next(data_iter), mesh)
+                batch = shd.global_batch(task.host_batch(next(data_iter)), mesh)
                 state, metrics = train_step(state, frozen, batch)
                 step += 1
                 if _is_due(step, train_cfg.log_every, total):

@@ -3,7 +3,8 @@
 A task builds the model (one NNX module; a tokenizer task bundles its
 discriminator and frozen perceptual network into it), defines the loss and
 the evaluation. The loop owns everything else: sharding, optimizer, EMA,
-checkpoints, logging. Every method below runs inside `jax.jit`.
+checkpoints, logging. `loss`, `after_update`, `eval_batch` and `preview` run
+inside `jax.jit`; `prepare_data`, `host_batch` and `eval_summary` on the host.
 """
 
 from typing import Any, Protocol
@@ -19,6 +20,12 @@ class Task(Protocol):
     def prepare_data(self, data_cfg: Any) -> None:
         """Called once before the train iterator is made: build or check derived data
         (a generator's token cache), or reject settings the task cannot train with."""
+        ...
+
+    def host_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Host-side, before each train and eval batch enters the jitted step: turns
+        what jit cannot take (a text-conditional generator's caption strings) into
+        arrays of static shape. Only numeric arrays of the result reach the step."""
         ...
 
     def build(self, rngs: nnx.Rngs) -> nnx.Module:
