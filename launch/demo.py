@@ -1,12 +1,17 @@
 r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
 
-  python -m launch.demo --out outputs/demo [--tokenizer-steps N] [--generator-steps N]
+  python -m launch.demo --out outputs/demo [--tokenizer vq2d|titok] \
+      [--tokenizer-steps N] [--generator-steps N]
 
 1. builds `shapes` (32 px) into `<out>/../data` if missing;
-2. trains the tiny 2D grid tokenizer (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes) in
-   `<out>/tokenizer`, evaluates its EMA weights on the whole test split and
-   writes `<out>/reconstructions.png` (originals above reconstructions);
-3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=vq2d,tiny`)
+2. trains the tiny tokenizer in `<out>/tokenizer`, evaluates its EMA weights
+   on the whole test split and writes `<out>/reconstructions.png` (originals
+   above reconstructions). The default is the 2D grid tokenizer
+   (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes, 600 steps), which keeps
+   the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
+   trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
+   steps, about 9 minutes on its own; see BENCHMARKS.md);
+3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=<it>,tiny`)
    on those tokens in `<out>/generator` and reports its test cross-entropy
    beside the frequency-only baseline;
 4. samples one row per class with classifier-free guidance into
@@ -28,6 +33,10 @@ import sys
 import time
 
 from absl import logging
+
+# The tiny tokenizers `--tokenizer` chooses from.
+TOKENIZERS = {"titok": "configs/titok.py:tiny", "vq2d": "configs/vq2d.py:tiny"}
+DEFAULT_TOKENIZER = "vq2d"
 
 
 def _train(spec: str, workdir: str, data_dir: str, steps: int, **overrides) -> bool:
@@ -78,6 +87,16 @@ def _final_eval(workdir: str, png_path: str, task: str) -> dict:
         return json.load(f)
 
 
+def _earlier_tokenizer(workdir: str) -> str | None:
+    """The tokenizer family an earlier demo run trained in `workdir`, if any."""
+    from visgen.train.workdir import load_config
+
+    try:
+        return load_config(workdir).tokenizer.name
+    except FileNotFoundError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo")
@@ -86,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples-per-class", type=int, default=8)
     parser.add_argument("--fid-samples", type=int, default=500)
     parser.add_argument("--data-dir", default="", help="default: <out>/../data")
+    parser.add_argument(
+        "--tokenizer",
+        choices=sorted(TOKENIZERS),
+        default=DEFAULT_TOKENIZER,
+        help="the tiny tokenizer the generator works on",
+    )
     args = parser.parse_args(argv)
 
     from evals import fid as fid_cli
@@ -99,12 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data_dir or os.path.join(out, "..", "data"))
+    tokenizer = os.path.join(out, "tokenizer")
+    earlier = _earlier_tokenizer(tokenizer)
+    if earlier not in (None, args.tokenizer):
+        print(
+            f"{out} holds a demo run with the {earlier} tokenizer; pass --tokenizer "
+            f"{earlier} to resume it, or another --out",
+            file=sys.stderr,
+        )
+        return 2
     print(f"[1/5] dataset shapes/32 in {data_dir}")
     ensure_built("shapes", "", data_dir)
 
-    tokenizer = os.path.join(out, "tokenizer")
-    print(f"[2/5] training the tiny vq2d tokenizer in {tokenizer}")
-    if not _train("configs/vq2d.py:tiny", tokenizer, data_dir, args.tokenizer_steps):
+    print(f"[2/5] training the tiny {args.tokenizer} tokenizer in {tokenizer}")
+    if not _train(TOKENIZERS[args.tokenizer], tokenizer, data_dir, args.tokenizer_steps):
         return 1
     png = os.path.join(out, "reconstructions.png")
     metrics = {"tokenizer": _final_eval(tokenizer, png, "tokenizer")}
@@ -118,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = os.path.join(out, "generator")
     print(f"[3/5] training the tiny AR generator on its tokens in {generator}")
     if not _train(
-        "configs/ar.py:tokenizer=vq2d,tiny",
+        f"configs/ar.py:tokenizer={args.tokenizer},tiny",
         generator,
         data_dir,
         args.generator_steps,
