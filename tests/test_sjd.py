@@ -190,8 +190,9 @@ def test_cache_after_a_rejection_equals_a_fresh_prefill(model):
     verified = np.arange(model.max_len)[None, :] < model.prefix + pos[:, None] - 1
     for got, want in zip(st.cache, fresh, strict=True):
         for name in ("k", "v"):
-            diff = np.abs(np.asarray(got[name][:, :, : model.max_len]) - np.asarray(want[name]))
-            assert np.where(verified[:, None, :, None, None], diff, 0.0).max() < 1e-5
+            # Caches are `[B, G, H, S, Dh]` (heads-first): compare the first `max_len` positions.
+            diff = np.abs(np.asarray(got[name][:, :, :, : model.max_len]) - np.asarray(want[name]))
+            assert np.where(verified[:, None, None, :, None], diff, 0.0).max() < 1e-5
 
 
 def test_text_conditions_and_a_1d_layout_greedy():

@@ -31,7 +31,7 @@ speak the fused order (`to_fused` / `to_raster` convert). `s = 1` is exactly
 the plain model: the same parameters and outputs.
 
 Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
-`{"k", "v"}` arrays `[B, c + M - 1, H, Dh]`, `prefill` runs the prefix,
+`{"k", "v"}` arrays `[B, H, c + M - 1, Dh]` (heads-first), `prefill` runs the prefix,
 `decode_step` feeds whole windows at a traced fused position. Shapes are
 static. A cache allocated longer than `c + M - 1` (`init_cache(batch,
 max_len=...)`) lets a window of several tokens run past the last token
@@ -64,7 +64,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "XL": (1280, 36, 20),
 }
 
-# The KV cache: one `{"k": [B, S, H, Dh], "v": [B, S, H, Dh]}` per layer.
+# The KV cache: one `{"k": [B, H, S, Dh], "v": [B, H, S, Dh]}` per layer (heads-first).
 Cache = list[LayerCache]
 
 
@@ -376,14 +376,14 @@ class ARTransformer(nnx.Module):
     def init_cache(
         self, batch: int, max_len: int | None = None, dtype: jnp.dtype | None = None
     ) -> Cache:
-        """Zero KV cache: per layer `{"k", "v"}` of `[batch, max_len, H, Dh]` (default
+        """Zero KV cache: per layer `{"k", "v"}` of `[batch, H, max_len, Dh]` (default
         `max_len = c + M - 1`, `dtype` the compute dtype)."""
-        shape = (batch, max_len or self.max_len, self.heads, self.head_dim)
+        shape = (batch, self.heads, max_len or self.max_len, self.head_dim)
         dtype = dtype or self.dtype
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
 
     def _run_cached(self, x: jax.Array, start: jax.Array | int, cache: Cache):
-        n, length = x.shape[1], cache[0]["k"].shape[1]
+        n, length = x.shape[1], cache[0]["k"].shape[2]
         # A cache longer than `c + N` (room for a speculative window running past the
         # last token) gets `cos = sin = 0` rows for the extra positions: their outputs
         # are never used and causal masking keeps them out of earlier positions. Without

@@ -12,7 +12,9 @@ The block of LlamaGen (`FoundationVision/LlamaGen`, `autoregressive/models/gpt.p
 - Attention is causal. With a cache, the new keys and values are written at
   sequence position `start` with `lax.dynamic_update_slice` and queries attend
   to the whole (static-length) cache under the mask `key_pos <= query_pos`, so
-  shapes never depend on the decode step.
+  shapes never depend on the decode step. The cache is stored heads-first,
+  `[B, H, S, Dh]`, the layout of the attention dots' batch dimensions (see
+  `cached_attention` for why).
 
 Mixed precision follows `visgen.nn.vit`: parameters are float32 and cast to the
 compute `dtype` at use; the residual stream, norms, RoPE and the softmax stay
@@ -28,7 +30,7 @@ from visgen.nn.rope import apply_rope
 DENSE_INIT = nnx.initializers.normal(stddev=0.02)
 NORM_EPS = 1e-5
 
-# One layer's cache: {"k": [B, S, H, Dh], "v": [B, S, H, Dh]}.
+# One layer's cache: {"k": [B, H, S, Dh], "v": [B, H, S, Dh]} (heads-first).
 LayerCache = dict[str, jax.Array]
 
 
@@ -66,6 +68,24 @@ def causal_attention(
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array) -> jax.Array:
+    """Causal attention over a heads-first cache: q `[B, n, H, Dh]`, k, v `[B, H, S, Dh]`.
+
+    Returns `[B, n, H, Dh]`; key `j` is visible to query `i` iff `j <= q_pos[i]`.
+    Same math as `causal_attention`, but the cache's layout already has the
+    dots' batch dimensions `(B, H)` leading, so XLA reads it in place. With
+    a `[B, S, H, Dh]` cache, XLA CPU transposes the whole cache of every layer
+    on every decode step before the dots: at batch 8 that copy was about half
+    of GPT-B's step time (BENCHMARKS.md, AR sampling).
+    """
+    scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    logits = jnp.einsum("bqhd,bhkd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
+    visible = jnp.arange(k.shape[2])[None, :] <= q_pos[:, None]
+    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bhkd->bqhd", probs, v)
 
 
 class RMSNorm(nnx.Module):
@@ -134,13 +154,16 @@ class CausalSelfAttention(nnx.Module):
         if cache is None:
             y = causal_attention(q, k, v)
         else:
-            index = (0, start, 0, 0)
+            # The cache is heads-first: write `[B, H, n, Dh]` at sequence position `start`.
+            index = (0, 0, start, 0)
             cache = {
-                "k": jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), index),
-                "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), index),
+                name: jax.lax.dynamic_update_slice(
+                    cache[name], jnp.swapaxes(new, 1, 2).astype(cache[name].dtype), index
+                )
+                for name, new in (("k", k), ("v", v))
             }
             q_pos = start + jnp.arange(n)
-            y = causal_attention(q, cache["k"].astype(q.dtype), cache["v"].astype(q.dtype), q_pos)
+            y = cached_attention(q, cache["k"].astype(q.dtype), cache["v"].astype(q.dtype), q_pos)
         return self.wo(y.reshape(b, n, d)), cache
 
 

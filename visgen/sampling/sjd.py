@@ -114,7 +114,7 @@ class SJDState(NamedTuple):
       pos: `[B]` tokens committed per row.
       tokens: `[B, N + L]` committed tokens `< pos`, drafts at `pos .. pos + L - 2`.
       q: `[B, L - 1, V]` the distribution each draft was drawn from.
-      cache: per layer `{"k", "v"}` of `[B, G, S, H, Dh]`.
+      cache: per layer `{"k", "v"}` of `[B, G, H, S, Dh]`.
       passes: `[B]` verification passes each row took (prefill excluded).
       accepted: `[B]` drafts each row accepted.
     """
