@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 from conftest import run_launcher
+from test_generator_task import gen_args
 
 from launch import sample as sample_cli
 from visgen.config import load_config_file
@@ -89,23 +90,10 @@ def test_text_config_variant():
 
 
 def text_args(workdir: str, data_dir: str, tokenizer: str, steps: int) -> list[str]:
-    return [
-        "--config=configs/ar.py:tokenizer=titok,tiny,text",
-        f"--workdir={workdir}",
-        f"--config.data.data_dir={data_dir}",
-        f"--config.tokenizer_workdir={tokenizer}",
-        f"--config.train.steps={steps}",
-        "--config.train.checkpoint_every=2",
-        "--config.train.eval_every=2",
-        "--config.train.eval_examples=16",
-        "--config.train.log_every=1",
-        "--config.data.batch_size=8",
-        "--config.generator.width=32",
-        "--config.generator.depth=1",
-        "--config.generator.heads=2",
-        "--config.preview_per_class=2",
-        "--config.text_encoder.dim=16",
-    ]
+    """The class-conditional smoke run's arguments, text-conditional."""
+    args = gen_args(workdir, data_dir, tokenizer, steps)
+    args[0] = "--config=configs/ar.py:tokenizer=titok,tiny,text"
+    return [*args, "--config.text_encoder.dim=16"]
 
 
 @pytest.fixture(scope="module")

@@ -62,12 +62,7 @@ def causal_attention(
         return jax.nn.dot_product_attention(q, k, v, is_causal=True)
     if q_pos is None:
         q_pos = jnp.arange(q.shape[1])
-    scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
-    visible = jnp.arange(k.shape[1])[None, :] <= q_pos[:, None]
-    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return _masked_attention(q, k, v, q_pos, "bkhd")
 
 
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array) -> jax.Array:
@@ -80,12 +75,18 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array)
     on every decode step before the dots: at batch 8 that copy was about half
     of GPT-B's step time (BENCHMARKS.md, AR sampling).
     """
+    return _masked_attention(q, k, v, q_pos, "bhkd")
+
+
+def _masked_attention(q, k, v, q_pos: jax.Array, kv_layout: str) -> jax.Array:
+    """Softmax attention of q `[B, n, H, Dh]` over k, v in `kv_layout` (`bkhd` or
+    `bhkd`), key `j` visible to query `i` iff `j <= q_pos[i]`; float32 logits."""
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    logits = jnp.einsum("bqhd,bhkd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
-    visible = jnp.arange(k.shape[2])[None, :] <= q_pos[:, None]
+    logits = jnp.einsum(f"bqhd,{kv_layout}->bhqk", q * scale, k, preferred_element_type=jnp.float32)
+    visible = jnp.arange(k.shape[kv_layout.index("k")])[None, :] <= q_pos[:, None]
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bhkd->bqhd", probs, v)
+    return jnp.einsum(f"bhqk,{kv_layout}->bqhd", probs, v)
 
 
 class RMSNorm(nnx.Module):
