@@ -36,7 +36,7 @@ from flax import nnx
 
 from visgen.metrics import image
 from visgen.metrics.classifier import load_feature_net
-from visgen.nn.frozen import freeze
+from visgen.nn.frozen import FrozenSnapshot
 from visgen.tasks.tokenizer import TokenizerLossConfig, TokenizerTask
 from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
 from visgen.train.state import init_state, make_train_step
@@ -88,21 +88,6 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
-class TrainedProxy:
-    """A trained tokenizer held on the host; `build` gives a fresh frozen copy.
-
-    The in-memory counterpart of `visgen.train.workdir.FrozenCheckpoint` for a
-    two-stage TiTok's proxy (`TokenizerTask.proxy`).
-    """
-
-    def __init__(self, model: nnx.Module):
-        self._graphdef, state = nnx.split(model)
-        self._state = jax.tree.map(np.asarray, state)
-
-    def build(self) -> nnx.Module:
-        return freeze(nnx.merge(self._graphdef, jax.tree.map(jnp.asarray, self._state)))
-
-
 def run(train, test, labels, classifier, steps: int, eval_every: int, **kw):
     """Trains one variant; returns (curve, seconds, the trained EMA `TokenizerModel`).
 
@@ -116,7 +101,7 @@ def run(train, test, labels, classifier, steps: int, eval_every: int, **kw):
             train, test, labels, classifier, proxy_steps, proxy_steps, name="vq2d"
         )
         print(json.dumps({"proxy": curve[-1]}), flush=True)
-        proxy = TrainedProxy(trained)
+        proxy = FrozenSnapshot(trained)
     lr, batch, warmup = kw.pop("lr", 2e-3), kw.pop("batch", 32), kw.pop("warmup", 50)
     loss = TokenizerLossConfig(recon=kw.pop("recon", "l2"), recon_weight=0.0 if proxy else 1.0)
     task = TokenizerTask(dict(TINY[kw.get("name", "titok")], **kw), loss, "float32")

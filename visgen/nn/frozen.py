@@ -7,6 +7,8 @@ networks and the proxy tokenizer of a two-stage TiTok store their weights as
 `Frozen`.
 """
 
+import jax
+import numpy as np
 from flax import nnx
 
 
@@ -23,3 +25,20 @@ def freeze(module: nnx.Module) -> nnx.Module:
             if isinstance(value, nnx.Variable) and not isinstance(value, Frozen):
                 setattr(node, name, Frozen(value[...]))
     return module
+
+
+class FrozenSnapshot:
+    """A model's variables held on the host as numpy arrays, to embed it frozen elsewhere.
+
+    `build` returns a fresh copy with every variable `Frozen`; since the
+    arrays are numpy, it also works while the outer model is being traced
+    (inside `jax.jit` or `jax.eval_shape`).
+    """
+
+    def __init__(self, model: nnx.Module):
+        self._graphdef, state = nnx.split(model)
+        self._state = jax.tree.map(np.asarray, state)
+
+    def build(self) -> nnx.Module:
+        """A fresh copy of the model with every variable `Frozen`."""
+        return freeze(nnx.merge(self._graphdef, jax.tree.map(jax.numpy.asarray, self._state)))

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from visgen.nn.frozen import FrozenSnapshot
 from visgen.train.checkpoint import Checkpointer
 from visgen.train.loop import TrainConfig
 from visgen.train.optim import OptimConfig, make_optimizer
@@ -56,7 +57,7 @@ def load_trained(workdir: str, *, step: int | None = None):
     return config, task, model, step
 
 
-class FrozenCheckpoint:
+class FrozenCheckpoint(FrozenSnapshot):
     """A trained workdir's model, held on the host, to embed frozen in another model.
 
     A two-stage TiTok decodes through its proxy tokenizer and a generator
@@ -71,12 +72,9 @@ class FrozenCheckpoint:
     """
 
     def __init__(self, workdir: str, *, step: int | None = None):
-        import numpy as np
-
         self.workdir = workdir
         self.config, self._task, model, self.step = load_trained(workdir, step=step)
-        self._graphdef, state = nnx.split(model)
-        self._state = jax.tree.map(np.asarray, state)
+        super().__init__(model)
 
     @property
     def fingerprint(self) -> str:
@@ -86,13 +84,6 @@ class FrozenCheckpoint:
         if not hasattr(self, "_fingerprint"):
             self._fingerprint = fingerprint(self._state)
         return self._fingerprint
-
-    def build(self) -> nnx.Module:
-        """A fresh copy of the trained model with every variable `Frozen`."""
-        from visgen.nn.frozen import freeze
-
-        model = nnx.merge(self._graphdef, jax.tree.map(jax.numpy.asarray, self._state))
-        return freeze(model)
 
 
 _FROZEN: dict[tuple[str, int | None], FrozenCheckpoint] = {}
