@@ -61,3 +61,24 @@ def tokenizer_workdir(tmp_path_factory, shapes_dir, launcher_env) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir
+
+
+def random_ar_model(**kwargs):
+    """A class-conditional `ARTransformer` (10 classes) with numpy random weights
+    (std 0.1, norm scales near 1) on abstractly evaluated shapes: no initialiser to compile."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from visgen.generators import ARTransformer
+
+    abstract = nnx.eval_shape(lambda: ARTransformer(num_classes=10, rngs=nnx.Rngs(0), **kwargs))
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        mean = 1.0 if "weight" in jax.tree_util.keystr(path) else 0.0
+        return jnp.asarray(mean + 0.1 * rng.normal(size=x.shape), jnp.float32)
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_ar_model
 from flax import nnx
 
 from visgen.generators import ARTransformer
@@ -25,18 +26,9 @@ N = 16
 
 @pytest.fixture(scope="module")
 def model() -> ARTransformer:
-    """Numpy random weights (std 0.1, norm scales near 1) on abstractly evaluated
-    shapes: no initialiser to compile."""
-    kwargs = dict(vocab_size=64, layout=(4, 4), width=32, depth=1, heads=2, mlp_multiple_of=32)
-    abstract = nnx.eval_shape(lambda: ARTransformer(num_classes=10, rngs=nnx.Rngs(0), **kwargs))
-    graphdef, state = nnx.split(abstract)
-    rng = np.random.default_rng(0)
-
-    def fill(path, x):
-        mean = 1.0 if "weight" in jax.tree_util.keystr(path) else 0.0
-        return jnp.asarray(mean + 0.1 * rng.normal(size=x.shape), jnp.float32)
-
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
+    return random_ar_model(
+        vocab_size=64, layout=(4, 4), width=32, depth=1, heads=2, mlp_multiple_of=32
+    )
 
 
 def _key(seed: int) -> jax.Array:

@@ -8,6 +8,7 @@ decoding, lossless and fewer forward passes); `stats` counts forward passes and 
 so comparisons are hardware independent as well as timed.
 """
 
+from visgen.sampling import weight_layout
 from visgen.sampling.ar import (
     SampleOptions,
     filter_logits,
@@ -38,4 +39,5 @@ __all__ = [
     "sample_logits",
     "sample_no_cache",
     "sample_sjd",
+    "weight_layout",
 ]

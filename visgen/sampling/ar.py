@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from visgen.sampling.guidance import SCHEDULES, Schedule, guidance_scale, guide
+from visgen.sampling.weight_layout import loop_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +164,12 @@ def _decode_loop(
         logits, cache = model.prefill(cond_all, cache, drop=drop)
         tokens = put(tokens, pick(logits, 0), 0)
 
+        in_loop = loop_model(graphdef, state)
+
         def step_cached(i, carry):
             tokens, cache = carry
             prev = jax.lax.dynamic_slice_in_dim(tokens, (i - 1) * w, w, axis=1)
-            logits, cache = model.decode_step(rows(prev), i - 1, cache)
+            logits, cache = in_loop().decode_step(rows(prev), i - 1, cache)
             return put(tokens, pick(logits[:, 0], i), i), cache
 
         tokens, _ = jax.lax.fori_loop(1, steps, step_cached, (tokens, cache))

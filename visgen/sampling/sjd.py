@@ -64,6 +64,7 @@ from flax import nnx
 from visgen.generators.ar import Cache
 from visgen.sampling.ar import ModelLike, SampleOptions, as_graph_state, filter_logits
 from visgen.sampling.guidance import guidance_scale, guide
+from visgen.sampling.weight_layout import loop_model
 
 INITS_1D: tuple[str, ...] = ("random", "repeat_prev")
 INITS_GRID: tuple[str, ...] = ("random", "repeat_horizontal", "repeat_vertical")
@@ -261,11 +262,14 @@ def _sjd_loop(
             return _target(guide(logits[:, 0], logits[:, 1], scale[..., None]), options)
         return _target(logits[:, 0], options)
 
+    in_loop = loop_model(graphdef, state)
+
     def forward(window_tokens: jax.Array, start: jax.Array, cache: Cache):
         """Tokens `[B, L]` whose first is token `start[b]` -> logits `[B, G, L, V]`, cache."""
+        step_model = in_loop()
 
         def one_row(tokens, start, cache):
-            return model.decode_step(jnp.broadcast_to(tokens, (groups, length)), start, cache)
+            return step_model.decode_step(jnp.broadcast_to(tokens, (groups, length)), start, cache)
 
         return jax.vmap(one_row)(window_tokens, start, cache)
 
