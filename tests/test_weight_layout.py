@@ -4,6 +4,8 @@ The transposed copies are a speed-only change: the same tokens must come out
 with and without them, for plain AR and for speculative Jacobi decoding.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ from conftest import random_ar_model
 from flax import nnx
 
 from visgen.generators import ARTransformer
-from visgen.sampling import SampleOptions, sample, sample_sjd, weight_layout
+from visgen.sampling import SampleOptions, ar, sample, sample_sjd, weight_layout
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +62,30 @@ def test_transposed_decode_weights_give_the_same_tokens(model, small_min_size, m
         tokens[enabled] = np.asarray(draw(model, labels, key, options)[0])
     np.testing.assert_array_equal(tokens[True], tokens[False])
     assert len(np.unique(tokens[True])) > 4  # not a degenerate constant draw
+
+
+def _weight_dots(hlo: str, contracting: int) -> int:
+    """Unbatched dots of the compiled program contracting the weight's dim `contracting`."""
+    dots = re.findall(r" dot\(.*", hlo)
+    return sum(f"rhs_contracting_dims={{{contracting}}}" in d and "batch" not in d for d in dots)
+
+
+def test_only_the_decode_loop_reads_the_transposed_copies(model, small_min_size, monkeypatch):
+    graphdef, state = nnx.split(model)
+    counts = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(weight_layout, "transposed_decode_weights", lambda e=enabled: e)
+        jax.clear_caches()
+        hlo = (
+            ar._decode_loop_jit.lower(
+                graphdef, state, jnp.array([1, 7]), jax.random.key(0, impl="unsafe_rbg"),
+                options=SampleOptions(), use_cache=True,
+            )
+            .compile()
+            .as_text()
+        )  # fmt: skip
+        counts[enabled] = (_weight_dots(hlo, 1), _weight_dots(hlo, 0))
+    # Six kernels (qkv, out, w1, w2, w3, head): the prefill reads `[K, N]` either way; the
+    # loop body reads the `[N, K]` copies only when enabled (XLA did not fold them away).
+    assert counts[False] == (0, 12)
+    assert counts[True] == (6, 6)

@@ -9,8 +9,9 @@ with CFG 4, with identical samples (BENCHMARKS.md, "Decode-loop weights
 stored transposed").
 
 `loop_model(graphdef, state)` is called once, outside the loop: it
-materialises the transposed copies (an optimisation barrier stops XLA from
-folding the transpose away) and returns `get()`, which a loop body calls to
+materialises the transposed copies (behind an optimisation barrier, so no
+simplification may merge the two transposes; jaxlib 0.10 keeps the copies
+without it too) and returns `get()`, which a loop body calls to
 rebuild the module; there `w_t.T` folds into each dot's dimension numbers,
 so the loop reads the `[N, K]` copies. Checkpoints and parameters keep their
 layout; the copy lives only inside the jitted sampler (on a CPU: one extra
@@ -57,16 +58,10 @@ def from_rows_layout(rows: nnx.State, like: nnx.State) -> nnx.State:
     )
 
 
-def loop_model(
-    graphdef: nnx.GraphDef, state: nnx.State, enabled: bool | None = None
-) -> Callable[[], nnx.Module]:
-    """Call outside a decode loop; the returned `get()` rebuilds the module inside it.
-
-    `enabled=None` decides by `transposed_decode_weights()`.
-    """
-    if enabled is None:
-        enabled = transposed_decode_weights()
-    if not enabled:
+def loop_model(graphdef: nnx.GraphDef, state: nnx.State) -> Callable[[], nnx.Module]:
+    """Call outside a decode loop; the returned `get()` rebuilds the module inside it
+    (from the `[N, K]` copies where `transposed_decode_weights()`)."""
+    if not transposed_decode_weights():
         model = nnx.merge(graphdef, state)
         return lambda: model
     rows = to_rows_layout(state)
