@@ -4,6 +4,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Huge pages for XLA CPU's per-run temporary buffers (see visgen/huge_pages.py):
+# the test suite runs JAX in-process, so it gets them from here.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: test demo lint format bench
 

@@ -1,7 +1,7 @@
 r"""AR sampling benchmark: generated tokens/s with the KV cache and with full recomputation.
 
   python -m evals.bench_ar [--quick] [--sizes tiny,B] [--batches 1,8] [--cfg 1,4]
-      [--modes cache,nocache] [--repeats 3] [--json out.json]
+      [--modes cache,nocache] [--repeats 3] [--train] [--json out.json]
 
 Measures, on whatever backend JAX sees (the table says which):
   - `visgen.sampling.sample` (KV cache) and `sample_no_cache` (the full
@@ -18,7 +18,13 @@ Measures, on whatever backend JAX sees (the table says which):
     as bytes read + bytes written per second (the STREAM "copy" convention);
   - the batch-1 weight-read bound: each decode step reads every parameter
     once, so tokens/s <= bandwidth / parameter bytes (KV-cache reads, a few
-    percent of the weights at 256 tokens, are ignored).
+    percent of the weights at 256 tokens, are ignored);
+  - with `--train`, the generator's training step for each size: the
+    training loop's own jitted step (loss, gradients, AdamW, EMA; donated
+    state) with `configs/ar.py`'s generator and optimizer settings for that
+    size (`tiny`: batch 32, no dropout; B: dropout 0.1, batch `--train-batch-b`)
+    on random token ids, as a generator reads them from a token cache (so the
+    frozen tokenizer's encode is not included).
 
 Each timing is the median of `--repeats` calls after a compile-and-warm-up
 call (`compile_s` is that first call). `--quick` runs only `tiny` with one
@@ -38,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from visgen.generators import AR_SIZES, ARTransformer
+from evals.timing import time_task_step
+from visgen.generators import AR_SIZES, ARTransformer, make_generator
 from visgen.sampling import SampleOptions, sample, sample_no_cache
 
 SHAPES = {
@@ -77,6 +84,46 @@ def build(shape: str) -> tuple[nnx.GraphDef, nnx.State, int, int]:
     graphdef, state = nnx.split(model)
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     return graphdef, state, int(params), model.num_tokens
+
+
+class TokenBatchTask:
+    """The generator task's training loss on batches of token ids and labels (what a
+    token cache feeds it), without a tokenizer: a `visgen.train.task.Task` for timing."""
+
+    def __init__(self, generator: dict, vocab_size: int, layout: tuple[int, ...]):
+        self.generator = dict(generator, vocab_size=vocab_size, layout=layout)
+
+    def build(self, rngs: nnx.Rngs) -> nnx.Module:
+        return make_generator(**self.generator, rngs=rngs)
+
+    def loss(self, model, batch, rng, step):
+        del step
+        loss = model.loss(batch["tokens"], batch["label"], train=True, rng=rng)
+        return loss, {"cross_entropy": loss}, None
+
+    def after_update(self, model, aux, rng) -> None:
+        del model, aux, rng
+
+
+def bench_train(shape: str, batch: int, repeats: int) -> dict:
+    """The generator train step of `shape` at `batch`: `evals.timing.time_task_step`'s fields."""
+    from visgen.config import load_config_file
+    from visgen.train.optim import OptimConfig
+
+    spec = SHAPES[shape]
+    config = load_config_file(
+        "configs/ar.py:tiny" if shape == "tiny" else f"configs/ar.py:size={shape}"
+    )
+    generator = dict(config.generator, num_classes=spec["num_classes"])
+    task = TokenBatchTask(generator, spec["vocab_size"], spec["layout"])
+    rng = np.random.default_rng(0)
+    num_tokens = math.prod(spec["layout"])
+    arrays = {
+        "tokens": jnp.asarray(rng.integers(0, spec["vocab_size"], (batch, num_tokens)), jnp.int32),
+        "label": jnp.asarray(rng.integers(0, spec["num_classes"], (batch,)), jnp.int32),
+    }
+    timing = time_task_step(task, OptimConfig(**config.optim), arrays, repeats)
+    return {"model": shape, "batch": batch, "tokens": num_tokens, **timing}
 
 
 def time_sampler(fn, repeats: int) -> tuple[float, float, dict]:
@@ -142,6 +189,13 @@ def bench(args) -> dict:
                     }
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
+    if args.train:
+        results["train"] = []
+        for shape in args.sizes:
+            batch = 32 if shape == "tiny" else args.train_batch_b
+            row = bench_train(shape, batch, args.repeats)
+            results["train"].append(row)
+            print(json.dumps(row), flush=True)
     return results
 
 
@@ -162,6 +216,20 @@ def markdown(results: dict) -> str:
             f"| {r['forward_passes']} | {r['compile_s']:.1f} "
             f"| {m['batch1_weight_read_bound_tokens_per_s']:.1f} |"
         )
+    if results.get("train"):
+        lines += [
+            "",
+            "| generator train step | params | batch x tokens | s/step | examples/s "
+            "| GFLOP/step (XLA) | XLA peak MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results["train"]:
+            peak = f"{r['xla_peak_bytes'] / 1e6:.0f}" if r["xla_peak_bytes"] else "n/a"
+            lines.append(
+                f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['batch']} x {r['tokens']} "
+                f"| {r['step_seconds']:.3f} | {r['examples_per_s']:.1f} "
+                f"| {r['step_flops'] / 1e9:.1f} | {peak} |"
+            )
     return "\n".join(lines)
 
 
@@ -174,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="cache,nocache")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--copy-gib", type=float, default=1.0)
+    parser.add_argument("--train", action="store_true", help="also time the train step")
+    parser.add_argument("--train-batch-b", type=int, default=8, help="train batch of B")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     args.sizes = ["tiny"] if args.quick else args.sizes.split(",")
@@ -196,4 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from visgen.huge_pages import use_huge_pages
+
+    use_huge_pages()
     raise SystemExit(main())

@@ -70,4 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from visgen.huge_pages import use_huge_pages
+
+    use_huge_pages()
     sys.exit(main())

@@ -295,4 +295,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from visgen.huge_pages import use_huge_pages
+
+    use_huge_pages()
     sys.exit(main())

@@ -75,4 +75,7 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    from visgen.huge_pages import use_huge_pages
+
+    use_huge_pages()
     app.run(main)
