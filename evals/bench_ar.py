@@ -22,7 +22,7 @@ Measures, on whatever backend JAX sees (the table says which):
   - with `--train`, the generator's training step for each size: the
     training loop's own jitted step (loss, gradients, AdamW, EMA; donated
     state) with `configs/ar.py`'s generator and optimizer settings for that
-    size (`tiny`: batch 32, no dropout; B: dropout 0.1, batch `--train-batch-b`)
+    size (`tiny`: its batch 32, no dropout; B: dropout 0.1, batch `--train-batch-b`)
     on random token ids, as a generator reads them from a token cache (so the
     frozen tokenizer's encode is not included).
 
@@ -105,8 +105,9 @@ class TokenBatchTask:
         del model, aux, rng
 
 
-def bench_train(shape: str, batch: int, repeats: int) -> dict:
-    """The generator train step of `shape` at `batch`: `evals.timing.time_task_step`'s fields."""
+def bench_train(shape: str, batch: int | None, repeats: int) -> dict:
+    """The generator train step of `shape` at `batch` (None: the config's batch size):
+    `evals.timing.time_task_step`'s fields."""
     from visgen.config import load_config_file
     from visgen.train.optim import OptimConfig
 
@@ -115,6 +116,7 @@ def bench_train(shape: str, batch: int, repeats: int) -> dict:
         "configs/ar.py:tiny" if shape == "tiny" else f"configs/ar.py:size={shape}"
     )
     generator = dict(config.generator, num_classes=spec["num_classes"])
+    batch = batch or config.data.batch_size
     task = TokenBatchTask(generator, spec["vocab_size"], spec["layout"])
     rng = np.random.default_rng(0)
     num_tokens = math.prod(spec["layout"])
@@ -192,7 +194,7 @@ def bench(args) -> dict:
     if args.train:
         results["train"] = []
         for shape in args.sizes:
-            batch = 32 if shape == "tiny" else args.train_batch_b
+            batch = None if shape == "tiny" else args.train_batch_b
             row = bench_train(shape, batch, args.repeats)
             results["train"].append(row)
             print(json.dumps(row), flush=True)

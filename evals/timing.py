@@ -1,10 +1,9 @@
 """Timing helpers shared by the benchmarks: a median wall time and the real train step.
 
 `time_train_step` builds a task from a resolved config (`time_task_step`
-takes a built task) and times the same
-jitted step the training loop runs (loss, gradients, optimizer, EMA,
-non-finite guard; the state donated), so benchmark rows measure what
-`launch.train` does per step, minus data loading.
+takes a built task) and times the same jitted step the training loop runs
+(loss, gradients, optimizer, EMA, non-finite guard; the state donated), so
+benchmark rows measure what `launch.train` does per step, minus data loading.
 """
 
 import resource
