@@ -11,14 +11,16 @@ Variants (comma separated): `tiny`; `res=R`; `codes=V`; `data=<tfds name or
 folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`).
 
 `tiny` uses the patch-ViT backbone (patch 4, width 64, depth 2): on a 2-core
-CPU its train step measured 0.39 s against 2.56 s for a small conv model. Its
-128 codes (not 1024) give the generator fewer synonyms to learn: with 1024
-the corner token of a plain background took 99 different codes over the test
-split (10 background colours) and the demo's samples were scattered
-single-token fragments; with 128 (51 codes at that corner), test PSNR
-22.05 dB instead of 22.51, and with the tiny generator recipe (no dropout)
-the samples are colour-coherent blobs (FID 41.6 instead of 44.5 under the
-`shapes` features; see BENCHMARKS.md). The full config
+CPU its train step measured 0.39 s against 2.56 s for a small conv model
+(0.10 s today, with huge pages). It trains 1,800 steps: test PSNR 25.1 dB
+against 22.05 dB after 600, which took the demo's FID from 41.6 to 23.7
+(BENCHMARKS.md, "The demo's step budget"). Its 128 codes (not 1024) give the
+generator fewer synonyms to learn: with 1024 the corner token of a plain
+background took 99 different codes over the test split (10 background
+colours) and the demo's samples were scattered single-token fragments; with
+128 (51 codes at that corner) test PSNR was 22.05 dB instead of 22.51 after
+600 steps, and the samples became colour-coherent blobs (FID 41.6 instead of
+44.5 under the `shapes` features; see BENCHMARKS.md). The full config
 keeps LlamaGen's VQ-16 recipe: conv backbone, AdamW 1e-4, beta (0.9, 0.95),
 weight decay 0.05, grad clip 1 (batch 128 there), L2 reconstruction,
 perceptual and GAN terms enabled through `config.loss` when their weights
@@ -44,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.update(name=v["data"] or "shapes", image_size=res, batch_size=32)
         config.optim.update(lr=2e-3, warmup_steps=50, weight_decay=1e-4, end_lr_ratio=0.05)
         config.train.update(
-            steps=600, log_every=100, eval_every=600, checkpoint_every=600, ema_decay=0.99,
+            steps=1800, log_every=100, eval_every=1800, checkpoint_every=600, ema_decay=0.99,
             eval_examples=0,
         )  # fmt: skip
     else:

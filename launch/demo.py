@@ -7,8 +7,8 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
 2. trains the tiny tokenizer in `<out>/tokenizer`, evaluates its EMA weights
    on the whole test split and writes `<out>/reconstructions.png` (originals
    above reconstructions). The default is the 2D grid tokenizer
-   (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes, 600 steps), which keeps
-   the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
+   (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes, 1,800 steps), which
+   keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
    trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
    steps: 6.5-7 minutes on its own, 9-10 for the whole demo; BENCHMARKS.md);
 3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=<it>,tiny`)

@@ -58,7 +58,7 @@ from visgen.nn.rope import rope_table
 
 # (width, depth, heads) of LlamaGen's class-conditional GPT-B/L/XL; `tiny` for tests and demos.
 SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (128, 4, 4),
+    "tiny": (96, 4, 4),
     "B": (768, 12, 12),
     "L": (1024, 24, 16),
     "XL": (1280, 36, 20),
