@@ -10,7 +10,7 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes, 1,800 steps), which
    keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
    trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
-   steps: 6.5-7 minutes on its own, 9-10 for the whole demo; BENCHMARKS.md);
+   steps: 6.5-7.5 minutes on its own, 9-11 for the whole demo; BENCHMARKS.md);
 3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=<it>,tiny`)
    on those tokens in `<out>/generator` and reports its test cross-entropy
    beside the frequency-only baseline;
