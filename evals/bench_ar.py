@@ -6,8 +6,8 @@ r"""AR sampling benchmark: generated tokens/s with the KV cache and with full re
 Measures, on whatever backend JAX sees (the table says which):
   - `visgen.sampling.sample` (KV cache) and `sample_no_cache` (the full
     sequence recomputed every step) for
-      tiny: width 128, depth 4, 4 heads, 1024 codes, 32 tokens (the tiny
-            TiTok's), 10 classes;
+      tiny: `AR_SIZES["tiny"]` (width 96, depth 4, 4 heads), 1024 codes,
+            32 tokens (the tiny TiTok's), 10 classes;
       B:    LlamaGen GPT-B, 12 x 768, 16384 codes, 16 x 16 = 256 tokens,
             1000 classes (111M parameters);
     class-conditional, float32, random weights (a non-zero head, so draws are
@@ -16,9 +16,14 @@ Measures, on whatever backend JAX sees (the table says which):
     generated tokens);
   - a plain memory-copy bandwidth: numpy copies a 1 GiB float32 array, counted
     as bytes read + bytes written per second (the STREAM "copy" convention);
+  - a plain memory-read bandwidth: one numpy sum per CPU core over its slice
+    of the same array, in threads (numpy releases the GIL), bytes read per
+    second;
   - the batch-1 weight-read bound: each decode step reads every parameter
     once, so tokens/s <= bandwidth / parameter bytes (KV-cache reads, a few
-    percent of the weights at 256 tokens, are ignored);
+    percent of the weights at 256 tokens, are ignored). It is given for both
+    bandwidths: the copy figure is the yardstick the issue names, the read
+    figure what a weight stream can actually reach on this machine;
   - with `--train`, the generator's training step for each size: the
     training loop's own jitted step (loss, gradients, AdamW, EMA; donated
     state) with `configs/ar.py`'s generator and optimizer settings for that
@@ -36,8 +41,10 @@ import argparse
 import functools
 import json
 import math
+import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +72,19 @@ def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t)
     return 2 * src.nbytes / best
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Best-of-`repeats` bytes/s of one numpy sum per CPU core, each over its slice."""
+    data = np.ones(int(gib * 2**30) // 4, np.float32)
+    slices = np.array_split(data, os.cpu_count() or 1)
+    best = math.inf
+    with ThreadPoolExecutor(len(slices)) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(np.sum, slices))
+            best = min(best, time.perf_counter() - t)
+    return data.nbytes / best
 
 
 def build(shape: str) -> tuple[nnx.GraphDef, nnx.State, int, int]:
@@ -143,12 +163,17 @@ def time_sampler(fn, repeats: int) -> tuple[float, float, dict]:
 
 
 def bench(args) -> dict:
-    bandwidth = copy_bandwidth(args.copy_gib)
-    print(f"memory copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
+    bandwidth, read = copy_bandwidth(args.copy_gib), read_bandwidth(args.copy_gib)
+    print(
+        f"memory bandwidth: copy {bandwidth / 1e9:.1f} GB/s (read + write), "
+        f"read {read / 1e9:.1f} GB/s",
+        flush=True,
+    )
     results = {
         "backend": jax.default_backend(),
         "devices": str(jax.devices()),
         "copy_bandwidth_bytes_per_s": bandwidth,
+        "read_bandwidth_bytes_per_s": read,
         "models": {},
         "rows": [],
     }
@@ -162,10 +187,12 @@ def bench(args) -> dict:
             "param_bytes": param_bytes,
             "tokens": num_tokens,
             "batch1_weight_read_bound_tokens_per_s": bound,
+            "batch1_read_bandwidth_bound_tokens_per_s": read / param_bytes,
         }
         print(
             f"{shape}: {params / 1e6:.1f}M params, {param_bytes / 1e6:.0f} MB, "
-            f"batch-1 weight-read bound {bound:.1f} tokens/s",
+            f"batch-1 weight-read bound {bound:.1f} tokens/s at the copy bandwidth, "
+            f"{read / param_bytes:.1f} at the read bandwidth",
             flush=True,
         )
         num_classes = SHAPES[shape]["num_classes"]
@@ -204,10 +231,11 @@ def bench(args) -> dict:
 def markdown(results: dict) -> str:
     lines = [
         f"backend: {results['backend']}; memory copy bandwidth "
-        f"{results['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write)",
+        f"{results['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write), read "
+        f"{results['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s",
         "",
         "| model | params | batch | cfg | mode | tokens/s | ms/step | forward passes "
-        "| compile s | batch-1 bound tokens/s |",
+        "| compile s | batch-1 bound tokens/s (copy / read) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
@@ -216,7 +244,8 @@ def markdown(results: dict) -> str:
             f"| {r['model']} | {m['params'] / 1e6:.1f}M | {r['batch']} | {r['cfg']:g} "
             f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['ms_per_step']:.2f} "
             f"| {r['forward_passes']} | {r['compile_s']:.1f} "
-            f"| {m['batch1_weight_read_bound_tokens_per_s']:.1f} |"
+            f"| {m['batch1_weight_read_bound_tokens_per_s']:.1f} "
+            f"/ {m['batch1_read_bandwidth_bound_tokens_per_s']:.1f} |"
         )
     if results.get("train"):
         lines += [
