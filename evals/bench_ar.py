@@ -181,18 +181,18 @@ def bench(args) -> dict:
     for shape in args.sizes:
         graphdef, state, params, num_tokens = build(shape)
         param_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
-        bound = bandwidth / param_bytes
+        bound, read_bound = bandwidth / param_bytes, read / param_bytes
         results["models"][shape] = {
             "params": params,
             "param_bytes": param_bytes,
             "tokens": num_tokens,
             "batch1_weight_read_bound_tokens_per_s": bound,
-            "batch1_read_bandwidth_bound_tokens_per_s": read / param_bytes,
+            "batch1_read_bandwidth_bound_tokens_per_s": read_bound,
         }
         print(
             f"{shape}: {params / 1e6:.1f}M params, {param_bytes / 1e6:.0f} MB, "
             f"batch-1 weight-read bound {bound:.1f} tokens/s at the copy bandwidth, "
-            f"{read / param_bytes:.1f} at the read bandwidth",
+            f"{read_bound:.1f} at the read bandwidth",
             flush=True,
         )
         num_classes = SHAPES[shape]["num_classes"]

@@ -24,25 +24,30 @@ D=${DATA:-/tmp/sweep_data} W=${RUNS:-/tmp/sweep_runs} N=${NUM:-500} CFGS=${CFGS:
 mkdir -p "$W/logs" "$O"
 python3 -c "from visgen.data import ensure_built; ensure_built('shapes', '', '$D')" || exit 1
 
+run_variant() {  # name tok_steps tok_width gen_steps tok_overrides gen_overrides
+  local R=$W/$1 TX=${5//+/ } GX=${6//+/ }
+  rm -rf "$R"; mkdir -p "$R"
+  # shellcheck disable=SC2086  # TX and GX are lists of flags
+  python3 -m launch.train --config configs/vq2d.py:tiny --workdir "$R/tok" \
+    --config.data.data_dir="$D" --config.train.steps="$2" --config.train.eval_every="$2" \
+    --config.train.checkpoint_every="$2" --config.tokenizer.width="$3" $TX || return
+  # shellcheck disable=SC2086
+  python3 -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny --workdir "$R/gen" \
+    --config.tokenizer_workdir="$R/tok" --config.data.data_dir="$D" \
+    --config.train.steps="$4" --config.train.eval_every="$4" \
+    --config.train.checkpoint_every="$4" $GX || return
+  for c in $CFGS; do
+    python3 -m launch.sample --workdir "$R/gen" --out "$R/s$c" --num "$N" --batch-size 100 \
+      --cfg "$c" || return
+    python3 -m evals.fid gfid --samples "$R/s$c/samples.npz" --ref-dataset shapes \
+      --ref-split test --features shapes --data-dir "$D" --out "$R/fid$c.json" || return
+  done
+}
+
 variant() {
   local n ts w gs tx gx
   IFS=: read -r n ts w gs tx gx <<< "$1"
-  local R=$W/$n TX=${tx//+/ } GX=${gx//+/ }
-  rm -rf "$R"; mkdir -p "$R"
-  # shellcheck disable=SC2086  # TX and GX are lists of flags
-  { python3 -m launch.train --config configs/vq2d.py:tiny --workdir "$R/tok" \
-      --config.data.data_dir="$D" --config.train.steps="$ts" --config.train.eval_every="$ts" \
-      --config.train.checkpoint_every="$ts" --config.tokenizer.width="$w" $TX &&
-    python3 -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny --workdir "$R/gen" \
-      --config.tokenizer_workdir="$R/tok" --config.data.data_dir="$D" \
-      --config.train.steps="$gs" --config.train.eval_every="$gs" \
-      --config.train.checkpoint_every="$gs" $GX &&
-    for c in $CFGS; do
-      python3 -m launch.sample --workdir "$R/gen" --out "$R/s$c" --num "$N" --batch-size 100 \
-        --cfg "$c" &&
-      python3 -m evals.fid gfid --samples "$R/s$c/samples.npz" --ref-dataset shapes \
-        --ref-split test --features shapes --data-dir "$D" --out "$R/fid$c.json" || return 1
-    done; } > "$W/logs/$n.log" 2>&1
+  run_variant "$n" "$ts" "$w" "$gs" "$tx" "$gx" > "$W/logs/$n.log" 2>&1
   echo "$n done rc=$?"
 }
 
