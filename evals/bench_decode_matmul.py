@@ -17,7 +17,10 @@ For each shape and row count it times, float32, per dot:
     in a decode step, which reads each layer's weights once;
   - `stream_t`: the same with the weights stored transposed `[N, K]`
     (`lax.dot_general` contracting dim 1 of both);
-  - `hot`, `hot_t`: one weight copy in the loop, so it stays in the caches;
+  - `stream_wt`: weights `[N, K]` as the left operand, `w_t . x -> [N, M]`
+    (what `visgen.sampling.weight_layout` makes the decode loops run);
+  - `hot`, `hot_t`, `hot_wt`: one weight copy in the loop, so it stays in
+    the caches;
   - `call`: one jitted `x @ w` per Python call (hot weight; adds dispatch);
   - `torch_stream`, `torch_hot`: `x @ w` in torch, `torch.set_num_threads(2)`
     (`--torch`; measured in the first variant's process only).
@@ -56,7 +59,10 @@ DEFAULT_VARIANTS = [
     "ynn=",
     "eigen=--xla_cpu_experimental_ynn_fusion_type=-individual_dot",
 ]
-KINDS = ("stream", "stream_t", "hot", "hot_t", "call", "torch_stream", "torch_hot")
+KINDS = (
+    "stream", "stream_t", "stream_wt", "hot", "hot_t", "hot_wt", "call", "torch_stream",
+    "torch_hot",
+)  # fmt: skip
 
 
 def _child(rows: list[int], iters: int, use_torch: bool, stream_mib: int) -> dict:
@@ -74,15 +80,22 @@ def _child(rows: list[int], iters: int, use_torch: bool, stream_mib: int) -> dic
             times.append(time.perf_counter() - t)
         return statistics.median(times)
 
-    def looped(transposed: bool):
-        """jit(x, ws) running `iters` passes over the weights `ws`, one dot each."""
-        dims = (((1,), (1,)), ((), ())) if transposed else (((1,), (0,)), ((), ()))
+    def looped(form: str):
+        """jit(x, ws) running `iters` passes over the weights `ws`, one dot each; `form`:
+        `x@w` (w `[K, N]`), `x.wt` or `wt.x` (w `[N, K]`; `wt.x` gives `[N, M]`)."""
 
         @jax.jit
         def run(x, ws):
             def body(_, x):
                 for w in ws:  # unrolled: distinct weights, like a model's layers
-                    y = jax.lax.dot_general(x, w, dims)
+                    if form == "wt.x":
+                        # The barrier keeps XLA from folding `.T` into the dot (as in
+                        # `weight_layout.weights_first_dot`).
+                        y = jax.lax.dot_general(w, x, (((1,), (1,)), ((), ())))
+                        y = jax.lax.optimization_barrier(y).T
+                    else:
+                        dims = (((1,), (1 if form == "x.wt" else 0,)), ((), ()))
+                        y = jax.lax.dot_general(x, w, dims)
                     x = x + 1e-6 * jnp.mean(y, axis=1, keepdims=True)
                 return x
 
@@ -90,7 +103,7 @@ def _child(rows: list[int], iters: int, use_torch: bool, stream_mib: int) -> dic
 
         return run
 
-    loop, loop_t = looped(False), looped(True)
+    loop, loop_t, loop_wt = looped("x@w"), looped("x.wt"), looped("wt.x")
     call = jax.jit(lambda x, w: x @ w)
     out = {}
     rng = np.random.default_rng(0)
@@ -114,6 +127,8 @@ def _child(rows: list[int], iters: int, use_torch: bool, stream_mib: int) -> dic
             out[f"stream_t|{key}"] = median_time(jrun(loop_t, wtj)) / per_stream
             out[f"hot|{key}"] = median_time(jrun(loop, wj[:1])) / per_hot
             out[f"hot_t|{key}"] = median_time(jrun(loop_t, wtj[:1])) / per_hot
+            out[f"stream_wt|{key}"] = median_time(jrun(loop_wt, wtj)) / per_stream
+            out[f"hot_wt|{key}"] = median_time(jrun(loop_wt, wtj[:1])) / per_hot
 
             def calls(xj=xj, w=wj[0]):
                 for _ in range(iters):

@@ -14,6 +14,7 @@ from flax import nnx
 from visgen.generators import ARTransformer
 from visgen.sampling import (
     SampleOptions,
+    ar,
     filter_logits,
     guidance_scale,
     guide,
@@ -95,6 +96,33 @@ def test_sampling_is_deterministic_and_matches_no_cache(model):
     no_cache, no_cache_stats = sample_no_cache(nnx.split(model), LABELS, _key(0))
     np.testing.assert_array_equal(no_cache, tokens)
     assert no_cache_stats == stats
+
+
+def test_cache_segments_cover_each_step_once():
+    for steps in (1, 2, 3, 16, 256):
+        for count in (1, 3, 4, 8):
+            segments = ar.cache_segments(steps, count)
+            assert [i for lo, hi in segments for i in range(lo, hi)] == list(range(1, steps))
+            assert len(segments) <= count
+    assert ar.cache_segments(256, 4) == [(1, 65), (65, 129), (129, 192), (192, 256)]
+
+
+def test_segmented_cache_draws_the_same_tokens(model, monkeypatch):
+    options = SampleOptions(cfg_scale=3.0)
+
+    def loops() -> int:
+        graphdef, state = nnx.split(model)
+        lowered = ar._decode_loop_jit.lower(
+            graphdef, state, LABELS, _key(6), options=options, use_cache=True
+        )
+        return lowered.as_text().count("stablehlo.while")
+
+    whole, whole_loops = sample(model, LABELS, _key(6), options)[0], loops()
+    monkeypatch.setattr(ar, "SEGMENT_MIN_BYTES", 0)  # this model's cache is a few KB
+    jax.clear_caches()  # the loop reads the setting at trace time
+    segmented, segmented_loops = sample(model, LABELS, _key(6), options)[0], loops()
+    assert segmented_loops == whole_loops + ar.CACHE_SEGMENTS - 1
+    np.testing.assert_array_equal(segmented, whole)
 
 
 def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:

@@ -70,6 +70,11 @@ def _weight_dots(hlo: str, contracting: int) -> int:
     return sum(f"rhs_contracting_dims={{{contracting}}}" in d and "batch" not in d for d in dots)
 
 
+def _weights_first_dots(hlo: str, rows: int) -> int:
+    """Unbatched dots whose result is `[N, rows]`: the weights are the left operand."""
+    return len(re.findall(rf"= f32\[\d+,{rows}\]\{{[\d,]+\}} dot\(", hlo))
+
+
 def test_only_the_decode_loop_reads_the_transposed_copies(model, small_min_size, monkeypatch):
     graphdef, state = nnx.split(model)
     counts = {}
@@ -84,8 +89,9 @@ def test_only_the_decode_loop_reads_the_transposed_copies(model, small_min_size,
             .compile()
             .as_text()
         )  # fmt: skip
-        counts[enabled] = (_weight_dots(hlo, 1), _weight_dots(hlo, 0))
+        counts[enabled] = (_weight_dots(hlo, 1), _weight_dots(hlo, 0), _weights_first_dots(hlo, 2))
     # Six kernels (qkv, out, w1, w2, w3, head): the prefill reads `[K, N]` either way; the
-    # loop body reads the `[N, K]` copies only when enabled (XLA did not fold them away).
-    assert counts[False] == (0, 12)
-    assert counts[True] == (6, 6)
+    # loop body reads the `[N, K]` copies only when enabled (XLA did not fold them away), as
+    # the dots' left operand (`[N, 2]` results for the 2 rows; XLA did not swap them back).
+    assert counts[False] == (0, 12, 0)
+    assert counts[True] == (6, 6, 6)

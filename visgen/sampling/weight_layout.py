@@ -1,28 +1,27 @@
-"""Decode-loop weights stored `[N, K]` on CPU: the loop's 1-16-row matmuls stream them faster.
+"""Decode-loop weights stored `[N, K]` on CPU, read as the dots' left operand: faster streaming.
 
 `nnx.Linear` keeps its kernel `[K, N]` (inputs x outputs). A decode step
 multiplies a handful of rows by every kernel, so it is bound by reading the
-weights, and XLA CPU's default (YNNPACK) dot kernels read a kernel stored
-`[N, K]` (torch's `nn.Linear` layout) markedly faster at these row counts:
-GPT-B at batch 8 decoded 69 -> 92 tokens/s without guidance and 54 -> 69
-with CFG 4, with identical samples (BENCHMARKS.md, "Decode-loop weights
-stored transposed").
+weights. XLA CPU's dot kernels stream a kernel much faster at these row
+counts when it is stored `[N, K]` (torch's `nn.Linear` layout) and is the
+dot's left operand, `w_t [N, K] . x [M, K] -> [N, M]`: at 8 rows, 1.4-1.8x
+faster than `x . w_t` and 1.7-3x faster than `x @ w` on the YNNPACK and on
+the Eigen kernels alike (`python -m evals.bench_decode_matmul`, rows
+`stream_wt`). GPT-B at batch 8 decoded 114-130 -> 159-206 tokens/s without
+guidance (BENCHMARKS.md, "Decode-loop weights stored transposed").
 
 `loop_model(graphdef, state)` is called once, outside the loop: it
 materialises the transposed copies (behind an optimisation barrier, so no
-simplification may merge the two transposes; jaxlib 0.10 keeps the copies
-without it too) and returns `get()`, which a loop body calls to
-rebuild the module; there `w_t.T` folds into each dot's dimension numbers,
-so the loop reads the `[N, K]` copies. Checkpoints and parameters keep their
+simplification may merge the two transposes) and returns `get()`, which a
+loop body calls to rebuild the module with every large `nnx.Linear`
+computing through `weights_first_dot`; there `w_t.T.T` folds away, so the
+dot reads the `[N, K]` copy as stored. A second barrier on the small
+`[N, M]` result keeps XLA from folding the transpose back into the dot,
+which would swap the operands again. Checkpoints and parameters keep their
 layout; the copy lives only inside the jitted sampler (on a CPU: one extra
-copy of the large kernels while it runs).
-
-It is used only where it measured faster: on the CPU backend, and not when
-`XLA_FLAGS` moves dots to Eigen (`--xla_cpu_experimental_ynn_fusion_type=
--individual_dot`), whose kernels measured 2x slower on `[N, K]` kernels.
+copy of the large kernels while it runs). Accelerators never make it.
 """
 
-import os
 from collections.abc import Callable
 
 import jax
@@ -35,13 +34,15 @@ MIN_SIZE = 2**16
 
 def transposed_decode_weights() -> bool:
     """Whether decode loops on this backend read large kernels `[N, K]`."""
-    eigen_dots = "-individual_dot" in os.environ.get("XLA_FLAGS", "")
-    return jax.default_backend() == "cpu" and not eigen_dots
+    return jax.default_backend() == "cpu"
+
+
+def _is_large(kernel: jax.Array) -> bool:
+    return kernel.ndim == 2 and kernel.size >= MIN_SIZE
 
 
 def _is_large_kernel(path, x: jax.Array) -> bool:
-    keys = [getattr(k, "key", None) for k in path]
-    return "kernel" in keys and x.ndim == 2 and x.size >= MIN_SIZE
+    return "kernel" in [getattr(k, "key", None) for k in path] and _is_large(x)
 
 
 def to_rows_layout(state: nnx.State) -> nnx.State:
@@ -58,11 +59,34 @@ def from_rows_layout(rows: nnx.State, like: nnx.State) -> nnx.State:
     )
 
 
+def weights_first_dot(x, kernel, dimension_numbers, precision=None, **kwargs) -> jax.Array:
+    """`nnx.Linear`'s `x @ kernel` computed as `(kernel.T @ x.T).T`: the `[N, K]` weights
+    are the dot's left operand (`x [..., K]`, `kernel [K, N]` -> `[..., N]`).
+
+    Inside a decode loop `kernel` is `w_t.T` with `w_t` the `[N, K]` copy, so the dot
+    reads `w_t` as stored; only the small `[N, M]` result is transposed back."""
+    if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())):
+        return jax.lax.dot_general(x, kernel, dimension_numbers, precision, **kwargs)
+    rows = x.reshape(-1, x.shape[-1])
+    y = jax.lax.dot_general(kernel.T, rows, (((1,), (1,)), ((), ())), precision, **kwargs)
+    y = jax.lax.optimization_barrier(y)  # else XLA folds the `.T` below back into the dot
+    return y.T.reshape(*x.shape[:-1], kernel.shape[1])
+
+
+def _read_weights_first(model: nnx.Module) -> nnx.Module:
+    """Every `nnx.Linear` with a large kernel computes through `weights_first_dot`."""
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, nnx.Linear) and _is_large(module.kernel[...]):
+            module.dot_general = weights_first_dot
+    return model
+
+
 def loop_model(graphdef: nnx.GraphDef, state: nnx.State) -> Callable[[], nnx.Module]:
     """Call outside a decode loop; the returned `get()` rebuilds the module inside it
-    (from the `[N, K]` copies where `transposed_decode_weights()`)."""
+    (from the `[N, K]` copies, read as the dots' left operand, where
+    `transposed_decode_weights()`)."""
     if not transposed_decode_weights():
         model = nnx.merge(graphdef, state)
         return lambda: model
     rows = to_rows_layout(state)
-    return lambda: nnx.merge(graphdef, from_rows_layout(rows, state))
+    return lambda: _read_weights_first(nnx.merge(graphdef, from_rows_layout(rows, state)))
