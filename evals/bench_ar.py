@@ -1,7 +1,7 @@
 r"""AR sampling benchmark: generated tokens/s with the KV cache and with full recomputation.
 
   python -m evals.bench_ar [--quick] [--sizes tiny,B] [--batches 1,8] [--cfg 1,4]
-      [--modes cache,nocache] [--repeats 3] [--train] [--json out.json]
+      [--modes cache,nocache] [--repeats 3] [--nocache-steps K] [--train] [--json out.json]
 
 Measures, on whatever backend JAX sees (the table says which):
   - `visgen.sampling.sample` (KV cache) and `sample_no_cache` (the full
@@ -33,8 +33,11 @@ Measures, on whatever backend JAX sees (the table says which):
 
 Each timing is the median of `--repeats` calls after a compile-and-warm-up
 call (`compile_s` is that first call). `--quick` runs only `tiny` with one
-repeat. On a 2-core CPU the B rows without the cache take many minutes: pick
-rows with `--sizes/--batches/--cfg/--modes`.
+repeat. Without the cache every step runs the transformer over the whole
+sequence (static shapes), so all steps cost the same: `--nocache-steps K`
+times only the loop's first K steps and rates tokens/s from them (the B rows
+without the cache would otherwise take 3 to 50 minutes each on a 2-core
+CPU). Pick rows with `--sizes/--batches/--cfg/--modes`.
 """
 
 import argparse
@@ -54,6 +57,7 @@ from flax import nnx
 from evals.timing import time_task_step
 from visgen.generators import AR_SIZES, ARTransformer, make_generator
 from visgen.sampling import SampleOptions, sample, sample_no_cache
+from visgen.sampling import ar as ar_sampling
 
 SHAPES = {
     "tiny": dict(size="tiny", vocab_size=1024, layout=(32,), num_classes=10),
@@ -162,6 +166,15 @@ def time_sampler(fn, repeats: int) -> tuple[float, float, dict]:
     return first, statistics.median(times), stats
 
 
+def first_steps_no_cache(graphdef, state, labels, options, steps: int):
+    """The no-cache decode loop cut to its first `steps` steps: (tokens, stats)."""
+    tokens = ar_sampling._decode_loop_jit(
+        graphdef, state, labels, jax.random.key(0), options=options, use_cache=False,
+        nocache_steps=steps,
+    )  # fmt: skip
+    return tokens, {"forward_passes": steps}
+
+
 def bench(args) -> dict:
     bandwidth, read = copy_bandwidth(args.copy_gib), read_bandwidth(args.copy_gib)
     print(
@@ -201,18 +214,24 @@ def bench(args) -> dict:
             for cfg in args.cfg:
                 options = SampleOptions(cfg_scale=cfg)
                 for mode in args.modes:
+                    steps = num_tokens
                     run = functools.partial(
                         samplers[mode], (graphdef, state), labels, jax.random.key(0), options
                     )
+                    if mode == "nocache" and 0 < args.nocache_steps < num_tokens:
+                        steps = args.nocache_steps
+                        run = functools.partial(first_steps_no_cache, graphdef, state, labels,
+                                                options, steps)  # fmt: skip
                     first, seconds, stats = time_sampler(run, args.repeats)
                     row = {
                         "model": shape,
                         "batch": batch,
                         "cfg": cfg,
                         "mode": mode,
-                        "tokens_per_s": batch * num_tokens / seconds,
-                        "ms_per_step": 1e3 * seconds / num_tokens,
+                        "tokens_per_s": batch * steps / seconds,
+                        "ms_per_step": 1e3 * seconds / steps,
                         "seconds": seconds,
+                        "steps_timed": steps,
                         "compile_s": first - seconds,
                         "forward_passes": stats["forward_passes"],
                     }
@@ -272,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", default="1,4")
     parser.add_argument("--modes", default="cache,nocache")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--nocache-steps",
+        type=int,
+        default=0,
+        help="time only this many steps of the no-cache loop (0: all); each costs the same",
+    )
     parser.add_argument("--copy-gib", type=float, default=1.0)
     parser.add_argument("--train", action="store_true", help="also time the train step")
     parser.add_argument("--train-batch-b", type=int, default=8, help="train batch of B")

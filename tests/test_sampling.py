@@ -125,6 +125,18 @@ def test_segmented_cache_draws_the_same_tokens(model, monkeypatch):
     np.testing.assert_array_equal(segmented, whole)
 
 
+def test_no_cache_loop_cut_to_its_first_steps(model):
+    """`nocache_steps` (for benchmarks) runs the same loop's first steps only."""
+    full, _ = sample_no_cache(model, LABELS, _key(2))
+    graphdef, state = nnx.split(model)
+    first = ar._decode_loop_jit(
+        graphdef, state, LABELS, _key(2), options=SampleOptions(), use_cache=False,
+        nocache_steps=5,
+    )  # fmt: skip
+    np.testing.assert_array_equal(first[:, :5], full[:, :5])
+    assert not np.any(first[:, 5:])
+
+
 def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
     """Greedy decoding by full teacher-forced forwards, one host step per token."""
     forward = nnx.jit(lambda m, t, c, d: m(t, c, drop=d))
