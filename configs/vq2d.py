@@ -12,9 +12,10 @@ folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`).
 
 `tiny` uses the patch-ViT backbone (patch 4, width 64, depth 2): on a 2-core
 CPU its train step measured 0.39 s against 2.56 s for a small conv model
-(0.10 s today, with huge pages). It trains 1,800 steps: test PSNR 25.1 dB
-against 22.05 dB after 600, which took the demo's FID from 41.6 to 23.7
-(BENCHMARKS.md, "The demo's step budget"). Its 128 codes (not 1024) give the
+(with huge pages today, the demo's tokenizer stage runs its 1,800 steps in
+3 min 17 s). It trains 1,800 steps: test PSNR 25.1 dB against 22.05 dB
+after 600, which took the demo's FID from 41.6 to 23.7 (BENCHMARKS.md, "The
+demo's step budget"). Its 128 codes (not 1024) give the
 generator fewer synonyms to learn: with 1024 the corner token of a plain
 background took 99 different codes over the test split (10 background
 colours) and the demo's samples were scattered single-token fragments; with

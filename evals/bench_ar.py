@@ -36,7 +36,7 @@ call (`compile_s` is that first call). `--quick` runs only `tiny` with one
 repeat. Without the cache every step runs the transformer over the whole
 sequence (static shapes), so all steps cost the same: `--nocache-steps K`
 times only the loop's first K steps and rates tokens/s from them (the B rows
-without the cache would otherwise take 3 to 50 minutes each on a 2-core
+without the cache would otherwise take 2 to 41 minutes each on a 2-core
 CPU). Pick rows with `--sizes/--batches/--cfg/--modes`.
 """
 
@@ -231,7 +231,6 @@ def bench(args) -> dict:
                         "tokens_per_s": batch * steps / seconds,
                         "ms_per_step": 1e3 * seconds / steps,
                         "seconds": seconds,
-                        "steps_timed": steps,
                         "compile_s": first - seconds,
                         "forward_passes": stats["forward_passes"],
                     }
