@@ -138,9 +138,10 @@ def _options(args, config):
 COUNTS = ("forward_passes", "accepted_drafts", "verify_passes")
 
 
-def _sampler(args, layout: tuple[int, ...], shuffle_window: int = 1):
+def _sampler(args, layout: tuple[int, ...]):
     """`(model, cond, rng, options) -> (tokens, stats)` for `--method`, and the SJD
-    settings (`{}` for plain AR); a bad SJD init for `layout` is a UsageError."""
+    settings (`{}` for plain AR); a bad SJD init for `layout` (the generator's
+    `fused_layout`, the layout of its steps) is a UsageError."""
     import functools
 
     from visgen.sampling import DEFAULT_WINDOW, check_sjd_args, default_init, sample, sample_sjd
@@ -152,7 +153,7 @@ def _sampler(args, layout: tuple[int, ...], shuffle_window: int = 1):
         "init": args.sjd_init or default_init(layout),
     }
     try:
-        check_sjd_args(layout, **settings, shuffle_window=shuffle_window)
+        check_sjd_args(layout, **settings)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return functools.partial(sample_sjd, **settings), settings
@@ -225,7 +226,7 @@ def run(argv=None) -> dict:
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
 
-    sampler, sjd = _sampler(args, model.generator.layout, model.generator.shuffle_window)
+    sampler, sjd = _sampler(args, model.generator.fused_layout)
     decode = nnx.jit(lambda m, t: task.decode(m, t))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)

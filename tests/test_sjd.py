@@ -7,7 +7,9 @@ teacher-forced conditionals under the same guidance and filtering. Draws of
 `SAMPLES` rows in one batched call are compared with them by a chi-square
 goodness-of-fit test at significance level `ALPHA`; plain AR and SJD (every
 draft initialisation, CFG with a per-token schedule, top-k with temperature)
-must pass, and SJD with an accept-every-draft rule must fail.
+must pass, and SJD with an accept-every-draft rule must fail. A Token-Shuffle model (2 codes
+on a 2 x 6 grid in 2 x 2 windows: 4,096 sequences in 3 steps of 4 tokens) is checked the
+same way, with more samples.
 """
 
 import itertools
@@ -56,14 +58,16 @@ def _key(seed: int) -> jax.Array:
 
 @nnx.jit(static_argnames="options")
 def _exact_probs_jit(model: ARTransformer, options: SampleOptions) -> jax.Array:
-    seqs = jnp.asarray(list(itertools.product(range(VOCAB), repeat=N)), jnp.int32)
+    vocab, n = model.vocab_size, model.num_tokens
+    seqs = jnp.asarray(list(itertools.product(range(vocab), repeat=n)), jnp.int32)
     cond = jnp.full((seqs.shape[0],), LABEL, jnp.int32)
     logits = model(seqs, cond)
     if options.guided:
         uncond = model(seqs, cond, drop=jnp.ones_like(cond, bool))
-        steps = jnp.arange(N)
+        # The schedule runs over steps: token i's step is its window's (itself unshuffled).
+        steps = model.to_raster(jnp.arange(n)[None] // model.window_tokens)[0]
         scale = guidance_scale(
-            options.cfg_schedule, options.cfg_scale, steps, N, options.cfg_interval
+            options.cfg_schedule, options.cfg_scale, steps, model.num_steps, options.cfg_interval
         )
         logits = guide(logits, uncond, scale[:, None])
     filtered = filter_logits(logits / options.temperature, options.top_k, options.top_p)
@@ -72,7 +76,7 @@ def _exact_probs_jit(model: ARTransformer, options: SampleOptions) -> jax.Array:
 
 
 def _exact_probs(model: ARTransformer, options: SampleOptions) -> np.ndarray:
-    """Probability of each of the `VOCAB ** N` sequences (itertools.product order), from
+    """Probability of each of the `V ** N` sequences (itertools.product order), from
     the teacher-forced conditionals after guidance, temperature and filtering."""
     picked = np.asarray(_exact_probs_jit(model, options), np.float64)
     return np.exp(picked.sum(axis=1))
@@ -85,7 +89,9 @@ def _p_value(tokens: jax.Array, probs: np.ndarray) -> float:
     the smallest other bin if the pool itself is under 5); a sample of a
     probability-0 sequence fails outright.
     """
-    index = np.asarray(tokens) @ (VOCAB ** np.arange(N - 1, -1, -1))
+    n = tokens.shape[1]
+    vocab = round(probs.size ** (1 / n))
+    index = np.asarray(tokens) @ (vocab ** np.arange(n - 1, -1, -1))
     observed = np.bincount(index, minlength=probs.size)
     assert observed[probs == 0].sum() == 0, "sampled a sequence of probability 0"
     expected = probs * observed.sum()
@@ -153,7 +159,40 @@ def test_accepting_every_draft_fails_the_same_test(model, monkeypatch):
     loop = jax.jit(broken_loop, static_argnums=(0, 4, 5, 6))
     limit = jnp.int32(N)
     st = loop(*nnx.split(model), LABELS, _key(1), PLAIN, 4, "repeat_horizontal", limit)
-    assert _p_value(st.tokens[:, :N], _exact_probs(model, PLAIN)) < ALPHA
+    assert _p_value(st.tokens[:, :N, 0], _exact_probs(model, PLAIN)) < ALPHA
+
+
+SHUFFLE_SAMPLES = 60_000
+
+
+@pytest.fixture(scope="module")
+def shuffled() -> ARTransformer:
+    """2 codes, a 2 x 6 grid fused in 2 x 2 windows: 3 steps of 4 tokens each."""
+    return _random_model(0.5, vocab_size=2, layout=(2, 6), num_classes=2, shuffle_window=2, **TRUNK)
+
+
+@pytest.mark.parametrize(
+    "options, init, window",
+    [(PLAIN, "repeat_horizontal", 3), (CFG, "random", 2)],
+    ids=["repeat_horizontal", "random_cfg_linear"],
+)
+def test_sjd_on_token_shuffle_windows_is_lossless(shuffled, options, init, window):
+    """A window step is accepted when all its tokens pass; the first failing step keeps
+    the tokens that passed and redraws the rest: still exact."""
+    labels = jnp.full((SHUFFLE_SAMPLES,), LABEL, jnp.int32)
+    tokens, stats = sample_sjd(shuffled, labels, _key(2), options, window=window, init=init)
+    assert tokens.shape == (SHUFFLE_SAMPLES, 12)
+    assert stats["accepted_drafts"] > SHUFFLE_SAMPLES // 10
+    assert stats["forward_passes"] <= 3  # the prefill, then at most one pass per step
+    assert _p_value(tokens, _exact_probs(shuffled, options)) > ALPHA
+
+
+def test_sjd_window_one_on_token_shuffle_is_plain_ar(shuffled):
+    labels = jnp.array([0, 1, 1, 0], jnp.int32)
+    ar, _ = sample(shuffled, labels, _key(3), CFG)
+    tokens, stats = sample_sjd(shuffled, labels, _key(3), CFG, window=1)
+    np.testing.assert_array_equal(tokens, ar)
+    assert stats["forward_passes"] == 3 and stats["tokens_generated"] == 4 * 12
 
 
 # --- exactness and the cache -----------------------------------------------------------
@@ -186,7 +225,7 @@ def test_cache_after_a_rejection_equals_a_fresh_prefill(model):
     # them depend on tokens `<= i` only: positions before `c + pos - 1` (the prefix and the
     # committed tokens fed so far; the last committed token is fed by the next pass) must
     # match a fresh run, whatever stale drafts follow them.
-    fresh = _fresh_cache(model, LABELS, st.tokens[:, : N - 1])
+    fresh = _fresh_cache(model, LABELS, st.tokens[:, : N - 1, 0])
     verified = np.arange(model.max_len)[None, :] < model.prefix + pos[:, None] - 1
     for got, want in zip(st.cache, fresh, strict=True):
         for name in ("k", "v"):
@@ -228,10 +267,12 @@ def test_repeat_inits_copy_the_previous_or_upper_token(init, width):
     for row, t in zip(*np.nonzero(fill), strict=True):
         t = slots[row, t]
         want[row, t] = want[row, t - width if t >= width else t - 1]
+    # Two tokens per step (a Token-Shuffle window's): a copy moves whole steps.
+    steps = np.stack([tokens, tokens + 50], axis=-1)
     got = sjd._init_drafts(
-        jnp.asarray(tokens), jnp.asarray(slots), jnp.asarray(fill), None, init, layout, 50
+        jnp.asarray(steps), jnp.asarray(slots), jnp.asarray(fill), None, init, layout, 100
     )
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.stack([want, want + 50], axis=-1))
 
 
 def test_inverse_cdf_draw_never_picks_a_zero_weight_token():

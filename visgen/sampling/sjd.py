@@ -32,13 +32,26 @@ Per row, with `n` tokens committed and drafts `d_0 .. d_{L-2}` for tokens
    so the stale entries past it are overwritten before any query can see them
    and "truncation" is not advancing the row's position.
 
+Token-Shuffle models (`visgen.generators.token_shuffle`) draw a window of `g =
+s^2` tokens per step, conditionally independent given the step's hidden
+state, so the loop runs over steps with a `g` axis: a draft is a whole window
+(a repeat init copies the previous or upper window), each of its tokens is
+tested on its own, and the step is accepted only when all `g` pass. At the
+first failing step the tokens that passed are kept and the others are
+redrawn from their own residuals. Each token is then an exact, independent
+draw of its `p`, so the window is an exact draw of their product; the joint
+test `min(1, prod p / prod q)` would accept more often, but its residual
+over `V^g` windows is intractable. (This composition is ours; the two papers
+do not combine them.)
+
 Batches: rows accept different numbers of drafts, so each row keeps its own
 position; the model's `decode_step` runs under `jax.vmap` over rows (each with
 its conditional and, under CFG, its null row). The loop runs until every row
 is done, so a batch takes as many passes as its slowest row. The whole loop is
 one `lax.while_loop` over static shapes: the KV cache has `L - 1` positions of
-room for the window past the last token, the token buffer `[B, N + L]` holds
-committed tokens then drafts, and `q` is `[B, L - 1, V]`.
+room for the window past the last step, the token buffer `[B, M + L, g]` holds
+committed steps then drafts (`M` steps; `M = N` and `g = 1` without
+Token-Shuffle), and `q` is `[B, L - 1, g, V]`.
 
 Randomness: pass `k` (the prefill is pass 0) draws its last output (the bonus
 token) with `jax.random.categorical(fold_in(rng, k), ...)`, exactly as plain AR
@@ -85,17 +98,9 @@ def default_init(layout: tuple[int, ...]) -> str:
     return DEFAULT_INIT_1D if len(layout) == 1 else DEFAULT_INIT_GRID
 
 
-def check_sjd_args(
-    layout: tuple[int, ...], window: int, init: str, shuffle_window: int = 1
-) -> None:
-    """Raise ValueError unless `window >= 1`, `init` suits `layout` and the model
-    predicts one token per position (`shuffle_window == 1`)."""
-    if shuffle_window != 1:
-        raise ValueError(
-            f"SJD verifies one token per position; this model fuses {shuffle_window}x"
-            f"{shuffle_window} token windows (Token-Shuffle), which SJD does not support: "
-            "sample it with the plain AR loop"
-        )
+def check_sjd_args(layout: tuple[int, ...], window: int, init: str) -> None:
+    """Raise ValueError unless `window >= 1` and `init` suits `layout` (a model's
+    `fused_layout`: its steps' layout, the token layout without Token-Shuffle)."""
     if window < 1:
         raise ValueError(f"the SJD window must be >= 1, got {window}")
     valid = inits_for(layout)
@@ -110,11 +115,15 @@ def check_sjd_args(
 class SJDState(NamedTuple):
     """The loop carry (`G` = 2 rows per condition under CFG, else 1; `S` cache length).
 
+    A step is one token, or with Token-Shuffle one window of `g = s^2` tokens
+    (`g = 1` without it); `M` steps make a sample.
+
     Attributes:
       step: forward passes so far (the prefill is pass 0), int32 scalar.
-      pos: `[B]` tokens committed per row.
-      tokens: `[B, N + L]` committed tokens `< pos`, drafts at `pos .. pos + L - 2`.
-      q: `[B, L - 1, V]` the distribution each draft was drawn from.
+      pos: `[B]` steps committed per row.
+      tokens: `[B, M + L, g]` committed steps `< pos`, drafts at `pos .. pos + L - 2`,
+        in the model's fused order.
+      q: `[B, L - 1, g, V]` the distribution each draft token was drawn from.
       cache: per layer `{"k", "v"}` of `[B, G, H, S, Dh]`.
       passes: `[B]` verification passes each row took (prefill excluded).
       accepted: `[B]` drafts each row accepted.
@@ -142,23 +151,33 @@ def _target(logits: jax.Array, options: SampleOptions) -> tuple[jax.Array, jax.A
 
 
 def _draw(filtered: jax.Array, key: jax.Array, options: SampleOptions) -> jax.Array:
-    """One token per row of `[M, V]` processed logits, as `sample_logits` draws: `[M]` int32."""
+    """One token per `[B, g, V]` processed logits row, as plain AR draws a step: `[B, g]`
+    int32 (the `B * g` rows flattened, as `visgen.sampling.ar` passes them)."""
     if options.temperature == 0.0:
         return jnp.argmax(filtered, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
+    flat = filtered.reshape(-1, filtered.shape[-1])
+    drawn = jax.random.categorical(key, flat, axis=-1).astype(jnp.int32)
+    return drawn.reshape(filtered.shape[:-1])
 
 
-def accept_drafts(p: jax.Array, q: jax.Array, drafts: jax.Array, u: jax.Array) -> jax.Array:
-    """The number of leading drafts accepted, `[B]` int32.
+def passes_test(p: jax.Array, q: jax.Array, drafts: jax.Array, u: jax.Array) -> jax.Array:
+    """Whether each draft token passes: `u q(x) < p(x)`, probability `min(1, p(x) / q(x))`.
 
-    `p, q: [B, L - 1, V]` target and draft distributions, `drafts: [B, L - 1]`,
-    `u: [B, L - 1]` uniforms. Draft `i` passes with probability
-    `min(1, p_i(x) / q_i(x))` (`u q < p`, no division); the count stops at the
-    first failure.
+    `p, q: [..., V]` target and draft distributions, `drafts, u: [...]` -> `[...]` bool.
     """
     p_x = jnp.take_along_axis(p, drafts[..., None], axis=-1)[..., 0]
     q_x = jnp.take_along_axis(q, drafts[..., None], axis=-1)[..., 0]
-    ok = u * q_x < p_x
+    return u * q_x < p_x
+
+
+def accept_drafts(p: jax.Array, q: jax.Array, drafts: jax.Array, u: jax.Array) -> jax.Array:
+    """The number of leading draft steps accepted, `[B]` int32.
+
+    `p, q: [B, L - 1, g, V]` target and draft distributions, `drafts, u: [B, L - 1, g]`
+    tokens and uniforms. A step passes when each of its `g` tokens passes its own
+    test (`passes_test`); the count stops at the first step that does not.
+    """
+    ok = jnp.all(passes_test(p, q, drafts, u), axis=-1)
     return jnp.sum(jnp.cumprod(ok, axis=1), axis=1).astype(jnp.int32)
 
 
@@ -208,9 +227,10 @@ def _init_drafts(
     layout: tuple[int, ...],
     vocab: int,
 ) -> jax.Array:
-    """Fresh drafts into `tokens: [B, N + L]` at `slots: [B, I]` where `fill: [B, I]`.
+    """Fresh drafts into `tokens: [B, M + L, g]` at step slots `slots: [B, I]` where
+    `fill: [B, I]`; a repeat init copies a whole step (all `g` tokens).
 
-    `random` draws token `floor(u * vocab)` from uniforms `u: [B, I]`.
+    `random` draws token `floor(u * vocab)` from uniforms `u: [B, I, g]`.
     """
     if slots.shape[1] == 0:  # window 1: no drafts
         return tokens
@@ -220,13 +240,14 @@ def _init_drafts(
         width = layout[-1] if init == "repeat_vertical" else 1
         fresh = _take_rows(tokens, _copy_sources(slots, fill, width))
     rows = jnp.arange(tokens.shape[0])[:, None]
-    return tokens.at[rows, slots].set(jnp.where(fill, fresh, _take_rows(tokens, slots)))
+    keep = _take_rows(tokens, slots)
+    return tokens.at[rows, slots].set(jnp.where(fill[..., None], fresh, keep))
 
 
 def _new_drafts(
     tokens: jax.Array, slots: jax.Array, fill: jax.Array, u: jax.Array, init: str, layout, vocab
 ) -> tuple[jax.Array, jax.Array]:
-    """`_init_drafts`, and the one-hot `q` `[B, I, V]` of every slot's token."""
+    """`_init_drafts`, and the one-hot `q` `[B, I, g, V]` of every slot's tokens."""
     tokens = _init_drafts(tokens, slots, fill, u, init, layout, vocab)
     return tokens, jax.nn.one_hot(_take_rows(tokens, slots), vocab, dtype=jnp.float32)
 
@@ -242,10 +263,11 @@ def _sjd_loop(
     max_passes: jax.Array,
 ) -> SJDState:
     model = nnx.merge(graphdef, state)
-    b, n, vocab, layout = cond.shape[0], model.num_tokens, model.vocab_size, model.layout
+    # `n` steps of `g` tokens each (Token-Shuffle windows; g = 1 without it).
+    b, n, vocab = cond.shape[0], model.num_steps, model.vocab_size
+    g, layout = model.window_tokens, model.fused_layout
     init = init or default_init(layout)
-    # At trace time: once per compiled loop.
-    check_sjd_args(layout, window, init, getattr(model, "shuffle_window", 1))
+    check_sjd_args(layout, window, init)  # at trace time: once per compiled loop
     length, drafts = window, window - 1
     guided = options.guided
     groups = 2 if guided else 1
@@ -254,22 +276,24 @@ def _sjd_loop(
     drop = jnp.arange(2 * b) >= b if guided else None
 
     def process(logits: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """`[B, G, ..., V]` logits predicting token `index` `[B, ...]` -> `_target`."""
+        """`[B, G, K, g, V]` logits predicting steps `index` `[B, K]` -> `_target`."""
         if guided:
             scale = guidance_scale(
                 options.cfg_schedule, options.cfg_scale, index, n, options.cfg_interval
             )
-            return _target(guide(logits[:, 0], logits[:, 1], scale[..., None]), options)
+            return _target(guide(logits[:, 0], logits[:, 1], scale[..., None, None]), options)
         return _target(logits[:, 0], options)
 
     in_loop = loop_model(graphdef, state)
 
     def forward(window_tokens: jax.Array, start: jax.Array, cache: Cache):
-        """Tokens `[B, L]` whose first is token `start[b]` -> logits `[B, G, L, V]`, cache."""
+        """Steps `[B, L, g]` whose first is step `start[b]` -> logits `[B, G, L, g, V]`, cache."""
         step_model = in_loop()
 
         def one_row(tokens, start, cache):
-            return step_model.decode_step(jnp.broadcast_to(tokens, (groups, length)), start, cache)
+            fed = jnp.broadcast_to(tokens.reshape(-1), (groups, length * g))
+            logits, cache = step_model.decode_step(fed, start, cache)
+            return logits.reshape(groups, length, g, vocab), cache
 
         return jax.vmap(one_row)(window_tokens, start, cache)
 
@@ -277,19 +301,21 @@ def _sjd_loop(
     cache = model.init_cache(groups * b, max_len=model.max_len + drafts)
     logits, cache = model.prefill(cond_all, cache, drop=drop)
     cache = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(groups, b, *x.shape[1:]), 0, 1), cache)
-    filtered, _ = process(logits.reshape(groups, b, vocab).swapaxes(0, 1), jnp.zeros((b,)))
+    logits = logits.reshape(groups, b, 1, g, vocab).swapaxes(0, 1)
+    filtered, _ = process(logits, jnp.zeros((b, 1)))
     key0 = jax.random.fold_in(rng, 0)
-    tokens = jnp.zeros((b, n + length), jnp.int32).at[:, 0].set(_draw(filtered, key0, options))
+    first = _draw(filtered[:, 0], key0, options)
+    tokens = jnp.zeros((b, n + length, g), jnp.int32).at[:, 0].set(first)
     zeros = jnp.zeros((b,), jnp.int32)
     slots = 1 + jnp.broadcast_to(jnp.arange(drafts), (b, drafts))
-    u = jax.random.uniform(jax.random.fold_in(key0, 1), (b, drafts))
+    u = jax.random.uniform(jax.random.fold_in(key0, 1), (b, drafts, g))
     tokens, q = _new_drafts(tokens, slots, jnp.ones_like(slots, bool), u, init, layout, vocab)
     st = SJDState(jnp.int32(1), zeros + 1, tokens, q, cache, zeros, zeros)
 
     def verify_pass(st: SJDState) -> SJDState:
         key = jax.random.fold_in(rng, st.step)
         # One draw of uniforms per pass (few RNG calls: each is a loop on a CPU).
-        u = jax.random.uniform(jax.random.fold_in(key, 1), (b, 3, length))
+        u = jax.random.uniform(jax.random.fold_in(key, 1), (b, 3, length, g))
         u_accept, u_draw, u_init = u[:, 0, :drafts], u[:, 1], u[:, 2, :drafts]
         offsets = jnp.arange(length)
         window_tokens = _take_rows(st.tokens, st.pos[:, None] - 1 + offsets)
@@ -302,14 +328,18 @@ def _sjd_loop(
         if drafts:
             a = accept_drafts(p[:, :-1], st.q, window_tokens[:, 1:], u_accept)
             at = jnp.minimum(a, drafts - 1)
-            residual = jnp.maximum(p[rows, at] - st.q[rows, at], 0.0)
+            # The first failing step keeps the tokens that passed and redraws the others
+            # from their residuals: each token is then an exact draw, independently.
+            p_at, q_at, draft_at = p[rows, at], st.q[rows, at], window_tokens[rows, at + 1]
+            kept = passes_test(p_at, q_at, draft_at, u_accept[rows, at])
+            redrawn = inverse_cdf_draw(jnp.maximum(p_at - q_at, 0.0), u_draw[:, -1])
             correction = jnp.where(
-                a < drafts, inverse_cdf_draw(residual, u_draw[:, -1]), last[:, 0]
+                (a < drafts)[:, None], jnp.where(kept, draft_at, redrawn), last[:, 0]
             )
         else:
             a, correction = jnp.zeros((b,), jnp.int32), last[:, 0]
         active = st.pos < n
-        # Tokens past N are scratch: a row that finishes mid-window commits no more.
+        # Steps past M are scratch: a row that finishes mid-window commits no more.
         new_pos = jnp.minimum(st.pos + a + 1, n)
         tokens = st.tokens.at[rows, st.pos + a].set(correction, mode="drop")
         # Jacobi update: outputs past the rejection become the next drafts.
@@ -318,10 +348,10 @@ def _sjd_loop(
         tail = jnp.minimum(tail, length - 1)
         slots = new_pos[:, None] + jnp.arange(drafts)
         tokens = tokens.at[rows[:, None], slots].set(
-            jnp.where(carried, _take_rows(s, tail), _take_rows(tokens, slots))
+            jnp.where(carried[..., None], _take_rows(s, tail), _take_rows(tokens, slots))
         )
         tokens, q_init = _new_drafts(tokens, slots, ~carried, u_init, init, layout, vocab)
-        q = jnp.where(carried[..., None], _take_rows(p, tail), q_init)
+        q = jnp.where(carried[..., None, None], _take_rows(p, tail), q_init)
         return SJDState(
             st.step + 1,
             new_pos,
@@ -391,24 +421,27 @@ def sample_sjd(
         layout's default.
 
     Returns:
-      tokens `[B, N]` int32, distributed as `visgen.sampling.sample`'s, and stats:
-      `forward_passes` (prefill included; the batch runs until its slowest row
-      is done), `tokens_generated` (`B * N`), `accepted_drafts` (summed over
-      rows), `verify_passes` (passes summed over rows, prefill excluded),
-      `accepted_per_pass` (their ratio), `step_compression` (`N /
-      forward_passes`; plain AR's is 1) and `row_step_compression` (`N` over
-      the mean of the rows' own pass counts: what a row alone, batch 1, gets
-      on average; a batch's `step_compression` is lower, as it waits for its
-      slowest row).
+      tokens `[B, N]` int32 in raster order, distributed as `visgen.sampling.sample`'s,
+      and stats: `forward_passes` (prefill included; the batch runs until its
+      slowest row is done), `tokens_generated` (`B * N`), `accepted_drafts`
+      (draft steps, summed over rows), `verify_passes` (passes summed over
+      rows, prefill excluded), `accepted_per_pass` (their ratio),
+      `step_compression` (`M / forward_passes` for `M` steps; plain AR's is 1)
+      and `row_step_compression` (`M` over the mean of the rows' own pass
+      counts: what a row alone, batch 1, gets on average; a batch's
+      `step_compression` is lower, as it waits for its slowest row). A step
+      is a token, or with Token-Shuffle a window of `s^2` tokens.
     """
     st = run_sjd(model, cond, rng, options, window, init)
     b, n = st.tokens.shape[0], st.tokens.shape[1] - window
     forward_passes, accepted, verify = (
         int(x) for x in jax.device_get((st.step, jnp.sum(st.accepted), jnp.sum(st.passes)))
     )
-    return st.tokens[:, :n], {
+    module = model if isinstance(model, nnx.Module) else nnx.merge(*model)
+    tokens = module.to_raster(st.tokens[:, :n].reshape(b, -1))
+    return tokens, {
         "forward_passes": forward_passes,
-        "tokens_generated": b * n,
+        "tokens_generated": int(tokens.size),
         "accepted_drafts": accepted,
         "verify_passes": verify,
         "accepted_per_pass": accepted / max(verify, 1),
