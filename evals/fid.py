@@ -569,7 +569,8 @@ def _perturb_fn(codes, neighbours, alpha, key) -> tuple[jax.Array, jax.Array]:
 @functools.cache
 def _tokenizer_fns(tok_graph, feat_graph, discrete: bool) -> tuple[Callable, Callable]:
     """Jitted `encode(tok_state, feat_state, x) -> (codes, reference features)` and
-    `decode(tok_state, feat_state, codes, x) -> per-frame features and metrics`.
+    `decode(tok_state, feat_state, codes, x) -> per-frame features, predicted classes
+    and metrics`. Reference features come with their logits.
 
     `x` is a batch `[B, H, W, 3]` (or `[B, T, H, W, 3]`) in [-1, 1]; codes are
     token ids `[B, *layout]` (discrete) or latents `[B, *layout, C]`.
@@ -580,16 +581,16 @@ def _tokenizer_fns(tok_graph, feat_graph, discrete: bool) -> tuple[Callable, Cal
     def encode(tok_state, feat_state, x):
         enc = nnx.merge(tok_graph, tok_state).encode(x)
         ref = image.to_255(_fold_time(x))
-        return enc.tokens if discrete else enc.latents, _apply_features(
-            feat_graph, feat_state, ref
-        )[0]
+        return enc.tokens if discrete else enc.latents, _apply_features(feat_graph, feat_state, ref)
 
     @jax.jit
     def decode(tok_state, feat_state, codes, x):
         ref = image.to_255(_fold_time(x))
         rec = image.to_255(_fold_time(nnx.merge(tok_graph, tok_state).decode(codes)))
+        features, logits = _apply_features(feat_graph, feat_state, rec)
         return {
-            "features": _apply_features(feat_graph, feat_state, rec)[0],
+            "features": features,
+            "predicted": jnp.argmax(logits, axis=-1),
             "squared_error": image.squared_error(rec, ref),
             "psnr": image.psnr(rec, ref),
             "ssim": image.ssim(rec, ref),
@@ -623,6 +624,10 @@ def reconstruction_fid(
     Returns:
       JSON-able dict: `rfid`, `psnr`, `psnr_per_image`, `ssim`, `frames` and,
       with alphas, `pfid` and `replaced_fraction` keyed by `f"{alpha:g}"`.
+      With the feature network a classifier of this dataset (`info["dataset"]`),
+      also `class_accuracy` (of the reconstructions; keyed by alpha with
+      alphas) and `class_accuracy_originals`: how often the classifier finds
+      each image's class after and before the round trip through the tokens.
     """
     from visgen.data import make_eval_iterator, num_examples
     from visgen.metrics import image
@@ -656,7 +661,10 @@ def reconstruction_fid(
     batches = make_eval_iterator(data, batch_size=batch_size, max_examples=total)
     ref_stats = FeatureStats()
     rec_stats = [FeatureStats() for _ in rates]
-    sums = [dict(replaced=0.0, squared_error=0.0, psnr=0.0, ssim=0.0) for _ in rates]
+    sums = [dict(replaced=0.0, squared_error=0.0, psnr=0.0, ssim=0.0, hits=0) for _ in rates]
+    # Class accuracy only from a classifier trained on this very dataset's labels.
+    classify = features.info.get("dataset") == data.name
+    original_hits = 0
     frames = pixels = tokens_seen = 0
     base_key = jax.random.PRNGKey(seed)
     for i, local in enumerate(progress_bar(batches, total=num_batches, desc="reconstruct")):
@@ -664,8 +672,12 @@ def reconstruction_fid(
         x = batch["image"]
         per_example = x.shape[1] if x.ndim == 5 else 1  # video frames per clip
         keep = np.repeat(np.asarray(batch["mask"]), per_example)
-        codes, ref_features = encode(tok_state, feat_state, x)
+        codes, (ref_features, ref_logits) = encode(tok_state, feat_state, x)
         ref_stats.update(np.asarray(ref_features)[keep])
+        labels = None
+        if classify and "label" in batch:
+            labels = np.repeat(np.asarray(batch["label"]), per_example)
+            original_hits += int((np.asarray(ref_logits).argmax(-1) == labels)[keep].sum())
         frames += int(keep.sum())
         pixels += int(keep.sum()) * math.prod(x.shape[-3:])
         tokens_seen += int(np.asarray(batch["mask"]).sum()) * math.prod(codes.shape[1:])
@@ -680,6 +692,8 @@ def reconstruction_fid(
                 sums[j]["replaced"] += float(np.asarray(replaced)[mask].sum())
             out = jax.device_get(decode(tok_state, feat_state, perturbed, x))
             rec_stats[j].update(out["features"][keep])
+            if labels is not None:
+                sums[j]["hits"] += int((out["predicted"] == labels)[keep].sum())
             for name in ("squared_error", "psnr", "ssim"):
                 sums[j][name] += float(np.asarray(out[name], np.float64)[keep].sum())
     if frames < 2:
@@ -693,6 +707,9 @@ def reconstruction_fid(
         "ssim": sums[0]["ssim"] / frames,
         "frames": frames,
     }
+    if labels is not None:
+        result["class_accuracy_originals"] = original_hits / frames
+        result["class_accuracy"] = sums[0]["hits"] / frames
     if alphas:
         keys = [f"{a:g}" for a in rates]
         result["delta"] = int(neighbours.shape[1])
@@ -704,6 +721,10 @@ def reconstruction_fid(
             k: float(image.psnr_from_mse(s["squared_error"] / pixels))
             for k, s in zip(keys, sums, strict=True)
         }
+        if labels is not None:
+            result["class_accuracy"] = {
+                k: s["hits"] / frames for k, s in zip(keys, sums, strict=True)
+            }
     return result
 
 

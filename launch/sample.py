@@ -9,12 +9,12 @@ Writes into `DIR`: `samples.png` (a grid; one row per class when classes
 cycle), `samples.npz` (`images` uint8 `[N, H, W, 3]` as `python -m evals.fid`
 reads them, and `labels`, or for text the `prompt`), `stats.json` (seconds
 and images/s, both including the first batch's compilation; forward passes;
-tokens; the step compression, tokens per sample over forward passes per
-batch) and, with `--png`, one PNG per sample. `--method sjd` samples with
-speculative Jacobi decoding (`visgen.sampling.sjd`: the same distribution in
-fewer forward passes); `stats.json` then also reports the accepted drafts
-per pass and the window and draft initialisation used (`--sjd-init` defaults
-to the layout's best).
+tokens; the step compression: plain AR's forward passes, one per token or
+per Token-Shuffle window, over this run's) and, with `--png`, one PNG per
+sample. `--method sjd` samples with speculative Jacobi decoding
+(`visgen.sampling.sjd`: the same distribution in fewer forward passes);
+`stats.json` then also reports the accepted drafts per pass and the window
+and draft initialisation used (`--sjd-init` defaults to the layout's best).
 Without a class option the samples cycle through every class. A
 text-conditional generator (`configs/ar.py:...,text`) takes `--prompt`
 instead: the caption is encoded by the text encoder its config names
@@ -159,18 +159,22 @@ def _sampler(args, layout: tuple[int, ...]):
     return functools.partial(sample_sjd, **settings), settings
 
 
-def _pass_stats(totals: dict, batches: int, batch: int, num_tokens: int, sjd: bool) -> dict:
-    """Forward passes and step compression over all batches (padding rows included)."""
+def _pass_stats(totals: dict, batches: int, batch: int, num_steps: int, sjd: bool) -> dict:
+    """Forward passes and step compression over all batches (padding rows included).
+
+    `num_steps` is plain AR's passes per batch: one per token, or per window of a
+    Token-Shuffle model, so plain AR's step compression is 1.
+    """
     stats = {
         "forward_passes": int(totals["forward_passes"]),
-        "step_compression": batches * num_tokens / totals["forward_passes"],
+        "step_compression": batches * num_steps / totals["forward_passes"],
     }
     if sjd:
         accepted, verify = totals["accepted_drafts"], totals["verify_passes"]
         stats.update(
             accepted_drafts=int(accepted),
             accepted_per_pass=accepted / max(verify, 1),
-            row_step_compression=batches * batch * num_tokens / (batches * batch + verify),
+            row_step_compression=batches * batch * num_steps / (batches * batch + verify),
         )
     return stats
 
@@ -262,7 +266,7 @@ def run(argv=None) -> dict:
         "seconds": seconds,
         "images_per_s": args.num / seconds,
         "tokens_generated": int(args.num * model.generator.num_tokens),
-        **_pass_stats(totals, batches, batch, model.generator.num_tokens, bool(sjd)),
+        **_pass_stats(totals, batches, batch, model.generator.num_steps, bool(sjd)),
         "method": args.method,
         "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
         "seed": args.seed,

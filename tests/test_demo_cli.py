@@ -7,6 +7,7 @@ import pytest
 
 from configs import titok, vq2d
 from launch import demo
+from visgen.config import load_config_file
 from visgen.train.workdir import save_config
 
 
@@ -16,6 +17,18 @@ def test_every_demo_tokenizer_has_a_tiny_config():
     for name, module in (("titok", titok), ("vq2d", vq2d)):
         assert demo.TOKENIZERS[name] == f"configs/{name}.py:tiny"
         assert module.get_config("tiny").tokenizer.name == name
+
+
+def test_every_demo_generator_fits_its_tokenizer():
+    assert set(demo.GENERATORS) == set(demo.TOKENIZERS)
+    for name, module in (("titok", titok), ("vq2d", vq2d)):
+        generator = load_config_file(demo.GENERATORS[name]).generator
+        tokenizer = module.get_config("tiny").tokenizer
+        # vq2d's 16 x 16 grid is fused in 2 x 2 windows; TiTok's 1D tokens are not.
+        window = generator.shuffle_window
+        assert window == (2 if name == "vq2d" else 1)
+        if name == "vq2d":
+            assert (tokenizer.image_size // tokenizer.patch_size) % window == 0
 
 
 def test_demo_refuses_to_resume_a_run_of_another_tokenizer(tmp_path, capsys):

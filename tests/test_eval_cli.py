@@ -68,7 +68,7 @@ def vq_workdir(tmp_path_factory, digits_dir) -> str:
 
     workdir = str(tmp_path_factory.mktemp("vq2d"))
     config = _config("configs/vq2d.py:tiny,data=digits", digits_dir, TOKENIZER_STEPS)
-    config.tokenizer.update(width=32, depth=1, heads=2, codebook_size=64)
+    config.tokenizer.update(width=32, depth=1, heads=2, codebook_size=64, patch_size=4)
     save_config(workdir, config)
     task = make_task(config)
     tx = make_optimizer(OptimConfig(**config.optim), TOKENIZER_STEPS)
@@ -178,6 +178,11 @@ def test_pfid_at_zero_is_rfid_and_grows_with_alpha(capsys, tmp_path, vq_workdir,
     assert values == sorted(values) and values[-1] > 1.5 * values[0], pfid
     psnrs = [pfid["psnr_perturbed"][k] for k in ("0", "0.1", "0.3", "1")]
     assert psnrs == sorted(psnrs, reverse=True), pfid
+    # The digits classifier on the originals and on the round trips through the tokens:
+    # replacing every token by a near code costs some of the classes.
+    accuracy = pfid["class_accuracy"]
+    assert rfid["class_accuracy"] == accuracy["0"] > 0.8
+    assert rfid["class_accuracy_originals"] > 0.8 and accuracy["1"] < accuracy["0"]
     # Seeded: the same command gives the same numbers; another seed other ones.
     rc, again, _ = _cli(capsys, *pfid_args)
     assert again["pfid"] == pfid["pfid"]

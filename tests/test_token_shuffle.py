@@ -276,4 +276,6 @@ def test_shuffled_generator_trains_and_samples_through_the_cli(tmp_path, shapes_
     assert sample_cli.main([*argv[:-1], str(speculative), "--method", "sjd"]) == 0
     stats = json.loads((speculative / "stats.json").read_text())
     assert stats["forward_passes"] <= 2 * 16 and stats["tokens_generated"] == 6 * 64
+    # Step compression counts windows, plain AR's steps: 2 batches of 16.
+    assert stats["step_compression"] == pytest.approx(2 * 16 / stats["forward_passes"])
     assert np.load(speculative / "samples.npz")["images"].shape == (6, 32, 32, 3)
