@@ -53,7 +53,7 @@ vq2d tokens), and a GPU sweep of the demo's stages (`evals/demo_sweep.sh`,
 BENCHMARKS.md) found more steps of the narrower model better than fewer of
 the wider one. `tiny,shuffle=2` is the demo's generator, on the 16 x 16
 tokens of `configs/vq2d.py:tiny`: 2,000 steps, and it samples with top-k 5
-by default. On this CPU it trains at ~5.6 steps/s with a token cache (the
+by default. On this CPU it trains at 5-5.6 steps/s with a token cache (the
 plain model on 256 positions: ~1.1). Measured on the demo's tokenizer
 (500 samples, CFG 4, `shapes` features): FID / the classifier's class
 accuracy after 1,200 steps 29.2 / 28% with full sampling and 20.2 / 35%
