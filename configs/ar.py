@@ -52,14 +52,16 @@ width 96 trains at 7.3 steps/s there against 3.3 for width 128 (on the demo's
 vq2d tokens), and a GPU sweep of the demo's stages (`evals/demo_sweep.sh`,
 BENCHMARKS.md) found more steps of the narrower model better than fewer of
 the wider one. `tiny,shuffle=2` is the demo's generator, on the 16 x 16
-tokens of `configs/vq2d.py:tiny`: 2,000 steps, and it samples with top-k 5
-by default. On this CPU it trains at 5-5.6 steps/s with a token cache (the
-plain model on 256 positions: ~1.1). Measured on the demo's tokenizer
-(500 samples, CFG 4, `shapes` features): FID / the classifier's class
-accuracy after 1,200 steps 29.2 / 28% with full sampling and 20.2 / 35%
-with top-k 5; after 2,400 steps 24.2 / 37% and 16.9 / 44%; after 3,000
-steps 20.1 / 44% and 13.3 / 49% (BENCHMARKS.md, "A 2 x 2 patch tokenizer
-for the demo").
+tokens of `configs/vq2d.py:tiny`: batch 16, 3,600 steps, and it samples
+with top-k 5 by default. On this CPU it trains at ~9-10.5 steps/s with a
+token cache (at batch 32: 5-5.6; the plain model on 256 positions: ~1.1).
+Measured on the demo's tokenizer (500 samples, CFG 4, `shapes` features),
+FID / the classifier's class accuracy: at batch 32, after 1,200 steps 29.2
+/ 28% with full sampling and 20.2 / 35% with top-k 5; after 2,000 steps
+(6 min 41 s in the demo) 18.2 / 38% with top-k 5; after 2,400 steps 24.2 /
+37% and 16.9 / 44%; after 3,000 steps 20.1 / 44% and 13.3 / 49%. At batch
+16, 3,600 steps in about the same time as 2,000 at batch 32: 13.6 / 45%
+with top-k 5 (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo").
 """
 
 import ml_collections
@@ -69,8 +71,8 @@ from visgen.generators.ar import SIZES
 from visgen.sampling import SampleOptions
 from visgen.tasks.generator import AUTO_SCHEDULE
 
-# Train steps of `tiny,shuffle=2`, the demo's generator.
-TINY_SHUFFLE_STEPS = 2000
+# Batch and train steps of `tiny,shuffle=2`, the demo's generator.
+TINY_SHUFFLE_BATCH, TINY_SHUFFLE_STEPS = 16, 3600
 DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
 # Text slots for a dataset's captions (shapes: at most 29 words; with motion 41).
 CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}
@@ -85,7 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tokenizer_workdir = ""
     if v["tiny"]:
         width, depth, heads = SIZES["tiny"]
-        config.data.update(name=v["data"] or "shapes", image_size=32, batch_size=32)
+        batch = TINY_SHUFFLE_BATCH if v["shuffle"] > 1 else 32
+        config.data.update(name=v["data"] or "shapes", image_size=32, batch_size=batch)
         config.optim.update(lr=2e-3, b2=0.95, weight_decay=0.05, warmup_steps=50)
         config.optim.update(end_lr_ratio=0.1)
         steps = TINY_SHUFFLE_STEPS if v["shuffle"] > 1 else 1200

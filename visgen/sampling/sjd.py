@@ -126,7 +126,7 @@ class SJDState(NamedTuple):
       q: `[B, L - 1, g, V]` the distribution each draft token was drawn from.
       cache: per layer `{"k", "v"}` of `[B, G, H, S, Dh]`.
       passes: `[B]` verification passes each row took (prefill excluded).
-      accepted: `[B]` drafts each row accepted.
+      accepted: `[B]` draft steps each row accepted.
     """
 
     step: jax.Array
