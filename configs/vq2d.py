@@ -15,12 +15,12 @@ ends: 2 x 2 patches (a 16 x 16 grid), a linear patch embedding, LayerNorm
 and a linear projection to the code space, and the mirror image to decode;
 no transformer blocks (depth 0), so each token codes its own 2 x 2 pixels.
 128 codes, batch 32, 1,500 steps: on a 2-core CPU it trains in ~40 s to test
-PSNR 26.5 dB, and the `shapes` classifier recognises the main shape in 67.5%
+PSNR 26.5 dB, and the `shapes` classifier recognises the main shape in 67.3%
 of its reconstructions. The previous `tiny` (4 x 4 patches, two transformer
-blocks each side, 1,800 steps, 3 min 17 s) reached 25.1 dB with only 34.8%,
+blocks each side, 1,800 steps, 3 min 17 s) reached 25.1 dB with only 34.7%,
 as 4 x 4 patches coded by 128 codes blur the outlines that tell a circle
 from a diamond; 4 x 4 patches with 1,024 codes and no blocks gave 25.6 dB
-and 43.5% (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo"). The 256
+and 43.8% (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo"). The 256
 tokens per image are meant for a Token-Shuffle generator (`configs/ar.py`'s
 `shuffle=2`: 64 positions of 2 x 2 tokens). 128 codes rather than 1,024
 give the generator fewer synonyms to learn (measured with the earlier

@@ -674,9 +674,8 @@ def reconstruction_fid(
         keep = np.repeat(np.asarray(batch["mask"]), per_example)
         codes, (ref_features, ref_logits) = encode(tok_state, feat_state, x)
         ref_stats.update(np.asarray(ref_features)[keep])
-        labels = None
-        if classify and "label" in batch:
-            labels = np.repeat(np.asarray(batch["label"]), per_example)
+        labels = np.repeat(np.asarray(batch["label"]), per_example)
+        if classify:
             original_hits += int((np.asarray(ref_logits).argmax(-1) == labels)[keep].sum())
         frames += int(keep.sum())
         pixels += int(keep.sum()) * math.prod(x.shape[-3:])
@@ -692,7 +691,7 @@ def reconstruction_fid(
                 sums[j]["replaced"] += float(np.asarray(replaced)[mask].sum())
             out = jax.device_get(decode(tok_state, feat_state, perturbed, x))
             rec_stats[j].update(out["features"][keep])
-            if labels is not None:
+            if classify:
                 sums[j]["hits"] += int((out["predicted"] == labels)[keep].sum())
             for name in ("squared_error", "psnr", "ssim"):
                 sums[j][name] += float(np.asarray(out[name], np.float64)[keep].sum())
@@ -707,7 +706,7 @@ def reconstruction_fid(
         "ssim": sums[0]["ssim"] / frames,
         "frames": frames,
     }
-    if labels is not None:
+    if classify:
         result["class_accuracy_originals"] = original_hits / frames
         result["class_accuracy"] = sums[0]["hits"] / frames
     if alphas:
@@ -721,7 +720,7 @@ def reconstruction_fid(
             k: float(image.psnr_from_mse(s["squared_error"] / pixels))
             for k, s in zip(keys, sums, strict=True)
         }
-        if labels is not None:
+        if classify:
             result["class_accuracy"] = {
                 k: s["hits"] / frames for k, s in zip(keys, sums, strict=True)
             }
