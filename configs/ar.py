@@ -52,16 +52,19 @@ width 96 trains at 7.3 steps/s there against 3.3 for width 128 (on the demo's
 vq2d tokens), and a GPU sweep of the demo's stages (`evals/demo_sweep.sh`,
 BENCHMARKS.md) found more steps of the narrower model better than fewer of
 the wider one. `tiny,shuffle=2` is the demo's generator, on the 16 x 16
-tokens of `configs/vq2d.py:tiny`: batch 16, 3,600 steps, and it samples
-with top-k 5 by default. On this CPU it trains at ~9-10.5 steps/s with a
-token cache (at batch 32: 5-5.6; the plain model on 256 positions: ~1.1).
-Measured on the demo's tokenizer (500 samples, CFG 4, `shapes` features),
-FID / the classifier's class accuracy: at batch 32, after 1,200 steps 29.2
-/ 28% with full sampling and 20.2 / 35% with top-k 5; after 2,000 steps
-(6 min 41 s in the demo) 18.2 / 38% with top-k 5; after 2,400 steps 24.2 /
-37% and 16.9 / 44%; after 3,000 steps 20.1 / 44% and 13.3 / 49%. At batch
-16, 3,600 steps in about the same time as 2,000 at batch 32: 13.6 / 45%
-with top-k 5 (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo").
+tokens of `configs/vq2d.py:tiny`: batch 8, 7,200 steps, and it samples
+with top-k 5 by default. On this CPU it trains at ~18-21 steps/s with a
+token cache (batch 16: ~9-10.5; batch 32: 5-5.6; the plain model on 256
+positions at batch 32: ~1.1): the examples per second are about the same
+at every batch, so a smaller batch buys more updates in the same time. Measured on the
+demo's tokenizer (CFG 4, `shapes` features), FID / the classifier's class
+accuracy: at batch 32 with top-k 5 (500 samples), after 1,200 steps 20.2 /
+35% (29.2 / 28% with full sampling), after 2,000 steps 18.2 / 38%, after
+3,000 steps 13.3 / 49% (10 minutes, over the demo's budget). Over 1,500
+samples (3 seeds), at about the time of 2,000 steps at batch 32: batch 16,
+3,600 steps 13.8 / 46%; batch 8, 7,200 steps 14.5 / 50%; and batch 8,
+8,400 steps (70 s more) 13.4 / 49% (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo"
+and "The demo generator's batch").
 """
 
 import ml_collections
@@ -72,7 +75,7 @@ from visgen.sampling import SampleOptions
 from visgen.tasks.generator import AUTO_SCHEDULE
 
 # Batch and train steps of `tiny,shuffle=2`, the demo's generator.
-TINY_SHUFFLE_BATCH, TINY_SHUFFLE_STEPS = 16, 3600
+TINY_SHUFFLE_BATCH, TINY_SHUFFLE_STEPS = 8, 7200
 DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
 # Text slots for a dataset's captions (shapes: at most 29 words; with motion 41).
 CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}

@@ -405,7 +405,9 @@ def generation_fid(
       labels: the classes the samples were conditioned on, `[N]` int (None:
         unconditional). With a dataset classifier as the feature network the
         result gains `class_accuracy`: the fraction of samples it classifies
-        as their conditioning class (how often the requested class shows).
+        as their conditioning class (how often the requested class shows),
+        and `class_accuracy_per_class`: the same per requested class (a list
+        indexed by class; None for a class no sample requested).
       ref: a statistics `.npz` (`mu`, `sigma`) or an ADM-style image batch.
       ref_dataset, ref_split, ref_config, data_dir: or a dataset split, read
         through the eval pipeline at `ref_image_size` (default: the samples'
@@ -473,7 +475,12 @@ def generation_fid(
                 f"{samples_name}: labels span [{labels.min()}, {labels.max()}] but the "
                 f"{features.name} classifier has {logits.shape[-1]} classes"
             )
-        result["class_accuracy"] = float(np.mean(logits.argmax(-1) == labels))
+        hits = logits.argmax(-1) == labels
+        result["class_accuracy"] = float(np.mean(hits))
+        result["class_accuracy_per_class"] = [
+            float(np.mean(hits[labels == c])) if np.any(labels == c) else None
+            for c in range(logits.shape[-1])
+        ]
     return result
 
 

@@ -7,13 +7,15 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
 2. trains the tiny tokenizer in `<out>/tokenizer`, evaluates its EMA weights
    on the whole test split and writes `<out>/reconstructions.png` (originals
    above reconstructions). The default is the 2D grid tokenizer
-   (`configs/vq2d.py:tiny`, 8 x 8 tokens, 128 codes, 1,800 steps), which
-   keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
+   (`configs/vq2d.py:tiny`, 16 x 16 tokens of 2 x 2 pixels, 128 codes, 1,500
+   steps), which keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
    trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
    steps: 6.5-7.5 minutes on its own, 9-11 for the whole demo; BENCHMARKS.md);
-3. trains a tiny class-conditional AR generator (`configs/ar.py:tokenizer=<it>,tiny`)
-   on those tokens in `<out>/generator` and reports its test cross-entropy
-   beside the frequency-only baseline;
+3. trains a tiny class-conditional AR generator on those tokens in
+   `<out>/generator` (`GENERATORS`: for vq2d `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2`,
+   Token-Shuffle 2 x 2 windows over the 16 x 16 grid, from a token cache in
+   `<out>/tokens`) and reports its test cross-entropy beside the
+   frequency-only baseline;
 4. samples one row per class with classifier-free guidance into
    `<out>/samples.png`, with speculative Jacobi decoding (the same
    distribution as plain AR sampling in fewer forward passes; it prints the
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from evals import fid as fid_cli
     from launch import sample as sample_cli
     from visgen.data import ensure_built
+    from visgen.data.shapes import SHAPE_KINDS
     from visgen.runtime import enable_compilation_cache
     from visgen.train.workdir import load_config
 
@@ -219,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         f"class of {100 * rec['class_accuracy_originals']:.0f}% of the test images and of "
         f"{100 * rec['class_accuracy']['0']:.0f}% of their reconstructions); rFID "
         f"{rec['rfid']:.1f}"
+    )
+    per_class = zip(SHAPE_KINDS, metrics["fid"]["class_accuracy_per_class"], strict=True)
+    print(
+        "      by requested class: "
+        + ", ".join(f"{k} {'-' if a is None else f'{100 * a:.0f}%'}" for k, a in per_class)
     )
 
     metrics["demo_seconds"] = time.perf_counter() - t0
