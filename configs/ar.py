@@ -55,16 +55,17 @@ the wider one. `tiny,shuffle=2` is the demo's generator, on the 16 x 16
 tokens of `configs/vq2d.py:tiny`: batch 8, 7,200 steps, and it samples
 with top-k 5 by default. On this CPU it trains at ~18-21 steps/s with a
 token cache (batch 16: ~9-10.5; batch 32: 5-5.6; the plain model on 256
-positions at batch 32: ~1.1): the examples per second are about the same
-at every batch, so a smaller batch buys more updates in the same time. Measured on the
-demo's tokenizer (CFG 4, `shapes` features), FID / the classifier's class
-accuracy: at batch 32 with top-k 5 (500 samples), after 1,200 steps 20.2 /
-35% (29.2 / 28% with full sampling), after 2,000 steps 18.2 / 38%, after
-3,000 steps 13.3 / 49% (10 minutes, over the demo's budget). Over 1,500
-samples (3 seeds), at about the time of 2,000 steps at batch 32: batch 16,
-3,600 steps 13.8 / 46%; batch 8, 7,200 steps 14.5 / 50%; and batch 8,
-8,400 steps (70 s more) 13.4 / 49% (BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo"
-and "The demo generator's batch").
+positions at batch 32: ~1.1): the examples per second are about the
+same at every batch, so a smaller batch buys more updates in the same
+time. Measured on the demo's tokenizer (CFG 4, `shapes` features), FID /
+the classifier's class accuracy: at batch 32 with top-k 5 (500 samples),
+after 1,200 steps 20.2 / 35% (29.2 / 28% with full sampling), after 2,000
+steps 18.2 / 38%, after 3,000 steps 13.3 / 49% (10 minutes, over the
+demo's budget). Over 1,500 samples (3 seeds), at about the time of 2,000
+steps at batch 32: batch 16, 3,600 steps 13.8 / 46%; batch 8, 7,200 steps
+14.5 / 50%; and batch 8, 8,400 steps (70 s more) 13.4 / 49%
+(BENCHMARKS.md, "A 2 x 2 patch tokenizer for the demo" and "The demo
+generator's batch, learning rate and guidance").
 """
 
 import ml_collections
