@@ -12,14 +12,17 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
    steps: 6.5-7.5 minutes on its own, 9-11 for the whole demo; BENCHMARKS.md);
 3. trains a tiny class-conditional AR generator on those tokens in
-   `<out>/generator` (`GENERATORS`: for vq2d `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2`,
-   Token-Shuffle 2 x 2 windows over the 16 x 16 grid, from a token cache in
-   `<out>/tokens`) and reports its test cross-entropy beside the
+   `<out>/generator` (`GENERATORS`: for vq2d
+   `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal`, Token-Shuffle 2 x 2
+   windows over the 16 x 16 grid with a causal window head, from a token
+   cache in `<out>/tokens`) and reports its test cross-entropy beside the
    frequency-only baseline;
 4. samples one row per class with classifier-free guidance into
-   `<out>/samples.png`, with speculative Jacobi decoding (the same
-   distribution as plain AR sampling in fewer forward passes; it prints the
-   step compression it got);
+   `<out>/samples.png` with the generator config's options; for a generator
+   whose windows are drawn independently (TiTok's, or a Token-Shuffle one
+   without `causal`), also the same conditions with speculative Jacobi
+   decoding into `<out>/samples_sjd.png` (plain AR's distribution in fewer
+   forward passes; it prints the step compression it got);
 5. evaluates under the `shapes` feature network (`evals/weights/shapes.npz`):
    the FID of 500 guided samples against the test split, and the rFID and
    pFID (RobusTok token perturbation at alpha 0.1, 0.2, 0.3) of the tokenizer.
@@ -41,7 +44,7 @@ from absl import logging
 TOKENIZERS = {"titok": "configs/titok.py:tiny", "vq2d": "configs/vq2d.py:tiny"}
 GENERATORS = {
     "titok": "configs/ar.py:tokenizer=titok,tiny",
-    "vq2d": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2",
+    "vq2d": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal",
 }
 DEFAULT_TOKENIZER = "vq2d"
 
@@ -179,24 +182,32 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline {gen['frequency_baseline_cross_entropy']:.3f}"
     )
 
-    print("[4/5] sampling one row per class with guidance (speculative Jacobi decoding)")
+    print("[4/5] sampling one row per class with guidance")
     samples = os.path.join(out, "samples")
     generator_config = load_config(generator).generator
     classes = generator_config.num_classes
     batch = str(classes * args.samples_per_class)
     argv = ["--workdir", generator, "--out", samples, "--num", batch, "--batch-size", batch]
-    if sample_cli.main([*argv, "--method", "sjd"]) != 0:
+    # The grid with the config's options; then SJD on the same conditions, where it applies.
+    if sample_cli.main(argv) != 0:
         return 1
     os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples.png"))
-    with open(os.path.join(samples, "stats.json")) as f:
-        metrics["sjd_sampling"] = sjd = json.load(f)
-    per_step = generator_config.get("shuffle_window", 1) ** 2  # tokens per AR step
-    steps = sjd["tokens_generated"] // sjd["num"] // per_step
-    print(
-        f"      SJD step compression {sjd['step_compression']:.2f}: {sjd['forward_passes']} "
-        f"forward passes for {steps} steps of {per_step} token(s) per sample (plain AR: one "
-        f"pass per step); {sjd['row_step_compression']:.2f} per sample alone"
-    )
+    if generator_config.get("causal_window", False):
+        print("      (no SJD: a causal window head draws a window's tokens one after another)")
+    else:
+        if sample_cli.main([*argv, "--method", "sjd"]) != 0:
+            return 1
+        os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples_sjd.png"))
+        with open(os.path.join(samples, "stats.json")) as f:
+            metrics["sjd_sampling"] = sjd = json.load(f)
+        per_step = generator_config.get("shuffle_window", 1) ** 2  # tokens per AR step
+        steps = sjd["tokens_generated"] // sjd["num"] // per_step
+        print(
+            f"      SJD step compression {sjd['step_compression']:.2f}: "
+            f"{sjd['forward_passes']} forward passes for {steps} steps of {per_step} "
+            f"token(s) per sample (plain AR: one pass per step); "
+            f"{sjd['row_step_compression']:.2f} per sample alone"
+        )
 
     print(f"[5/5] FID-family metrics under the shapes feature network ({args.fid_samples} samples)")
     argv[argv.index("--num") + 1] = str(args.fid_samples)

@@ -2,6 +2,7 @@ r"""Sample images from a trained generator workdir.
 
   python -m launch.sample --workdir GEN --num 64 [--class 3 | --classes 0,1,2 | --prompt TEXT] \
       [--cfg 4 --cfg-schedule linear --top-k 0 --top-p 1 --temperature 1 --seed 0] \
+      [--coupled-windows | --no-coupled-windows] \
       [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal] \
       [--batch-size 32] [--png] --out DIR
 
@@ -15,6 +16,10 @@ sample. `--method sjd` samples with speculative Jacobi decoding
 (`visgen.sampling.sjd`: the same distribution in fewer forward passes);
 `stats.json` then also reports the accepted drafts per pass and the window
 and draft initialisation used (`--sjd-init` defaults to the layout's best).
+`--coupled-windows` (a Token-Shuffle generator's config may default to it)
+draws each window's tokens with one shared Gumbel vector
+(`visgen.sampling.sample_window`); SJD draws them independently, so with
+`--method sjd` a config's default is turned off and the flag is refused.
 Without a class option the samples cycle through every class. A
 text-conditional generator (`configs/ar.py:...,text`) takes `--prompt`
 instead: the caption is encoded by the text encoder its config names
@@ -55,6 +60,12 @@ def _parse(argv):
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None)
+    p.add_argument(
+        "--coupled-windows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Token-Shuffle: one shared Gumbel vector per window (default: config)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=METHODS, default="ar", help="ar, or sjd (speculative)")
     p.add_argument("--sjd-window", type=int, default=None, help="SJD tokens per pass (16)")
@@ -125,9 +136,18 @@ def _options(args, config):
         ("top_k", args.top_k),
         ("top_p", args.top_p),
         ("temperature", args.temperature),
+        ("coupled_windows", args.coupled_windows),
     ):
         if given is not None:
             values[key] = given
+    if args.method == "sjd" and values.get("coupled_windows"):
+        if args.coupled_windows:
+            raise UsageError(
+                "--coupled-windows is a plain-AR option: SJD tests each token of a window "
+                "on its own, so it draws them independently"
+            )
+        # The config's default for plain AR; SJD draws the window's tokens independently.
+        values["coupled_windows"] = False
     try:
         return SampleOptions(**values)
     except ValueError as e:
@@ -199,6 +219,11 @@ def run(argv=None) -> dict:
         raise UsageError(
             f"{args.workdir} is a {config.get('task')!r} workdir, not a generator's "
             "(train one with configs/ar.py)"
+        )
+    if args.method == "sjd" and config.generator.get("causal_window", False):
+        raise UsageError(
+            "--method sjd tests a window's tokens each on its own; this generator's causal "
+            "window head draws them one after another: use --method ar"
         )
     num_classes = int(config.generator.get("num_classes", 0))
     text = "text_encoder" in config

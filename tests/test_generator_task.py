@@ -97,6 +97,7 @@ def test_sample_cli_sjd_reports_compression(generator_workdir, tmp_path, capsys)
         (["--classes", "0,x"], "comma-separated integers"),
         (["--prompt", "a red circle"], "--prompt needs a text-conditional generator"),
         (["--top-p", "0"], "top_p must be in"),
+        (["--method", "sjd", "--coupled-windows"], "--coupled-windows is a plain-AR option"),
     ],
 )
 def test_sample_cli_bad_input(generator_workdir, tmp_path, capsys, extra, message):

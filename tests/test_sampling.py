@@ -20,6 +20,7 @@ from visgen.sampling import (
     guide,
     sample,
     sample_no_cache,
+    sample_window,
 )
 
 N = 16
@@ -173,6 +174,32 @@ def test_cfg_scale_one_equals_no_guidance(model):
     options = SampleOptions(cfg_scale=4.0, cfg_interval=(0.0, 0.0))
     assert options.guided
     np.testing.assert_array_equal(sample(model, LABELS, _key(5), options)[0], plain)
+
+
+def test_coupled_windows_keep_each_tokens_distribution_and_couple_equal_ones():
+    """Shared Gumbels: every token's marginal is its own softmax, equal rows agree."""
+    rows = jnp.array(
+        [[2.0, 1.0, 0.0, -1.0], [2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0], [-1.0, 0.5, 0.2, 0.0]]
+    )  # [w=4, V=4]; tokens 0 and 1 share a distribution
+    logits = jnp.broadcast_to(rows, (20_000, 4, 4))  # 20,000 windows, one row each
+    coupled = np.asarray(sample_window(logits, _key(0), SampleOptions(coupled_windows=True)))
+    independent = np.asarray(sample_window(logits, _key(0), SampleOptions()))
+    expected = np.asarray(jax.nn.softmax(rows, axis=-1))
+    for draws in (coupled, independent):
+        freq = np.stack([np.bincount(draws[:, j], minlength=4) / len(draws) for j in range(4)])
+        np.testing.assert_allclose(freq, expected, atol=0.015)  # ~4 standard errors
+    assert (coupled[:, 0] == coupled[:, 1]).all()
+    agree = expected[0] @ expected[1]  # how often independent draws agree (0.47)
+    assert abs((independent[:, 0] == independent[:, 1]).mean() - agree) < 0.015
+    # Top-k applies per token before the shared noise; temperature 0 is the argmax.
+    top1 = sample_window(logits[:8], _key(1), SampleOptions(coupled_windows=True, top_k=1))
+    np.testing.assert_array_equal(top1, np.broadcast_to([0, 0, 2, 1], (8, 4)))
+    # One token per step (no window): the option changes nothing.
+    single = logits[:64, :1]
+    np.testing.assert_array_equal(
+        sample_window(single, _key(2), SampleOptions(coupled_windows=True)),
+        sample_window(single, _key(2), SampleOptions()),
+    )
 
 
 def test_options_validation():

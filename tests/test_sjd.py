@@ -12,6 +12,7 @@ on a 2 x 6 grid in 2 x 2 windows: 4,096 sequences in 3 steps of 4 tokens) is che
 same way, with more samples.
 """
 
+import dataclasses
 import itertools
 
 import jax
@@ -193,6 +194,10 @@ def test_sjd_window_one_on_token_shuffle_is_plain_ar(shuffled):
     tokens, stats = sample_sjd(shuffled, labels, _key(3), CFG, window=1)
     np.testing.assert_array_equal(tokens, ar)
     assert stats["forward_passes"] == 3 and stats["tokens_generated"] == 4 * 12
+    # Plain AR's coupled windows are no product of per-token distributions to test.
+    coupled = dataclasses.replace(CFG, coupled_windows=True)
+    with pytest.raises(ValueError, match="coupled_windows is a plain-AR option"):
+        sample_sjd(shuffled, labels, _key(3), coupled, window=2)
 
 
 # --- exactness and the cache -----------------------------------------------------------

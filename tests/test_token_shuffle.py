@@ -19,7 +19,14 @@ from test_ar_generator import TINY, _build, _cond, _tokens, train_losses
 from launch import sample as sample_cli
 from visgen.config import load_config_file
 from visgen.generators import ARTransformer, TokenShuffleHead, fused_layout, shuffle, unshuffle
-from visgen.sampling import SampleOptions, guidance_scale, guide, sample, sample_no_cache
+from visgen.sampling import (
+    SampleOptions,
+    guidance_scale,
+    guide,
+    sample,
+    sample_no_cache,
+    sample_sjd,
+)
 from visgen.tasks.generator import sample_settings
 
 # --- window order ------------------------------------------------------------------------
@@ -147,19 +154,26 @@ def test_shuffled_kv_cache_matches_full_forward(cond, layout, fused):
     assert not np.allclose(fused_cached[:, :, 0], fused_cached[:, :, 1])
 
 
-def test_shuffled_training_reduces_loss_on_every_token():
+@pytest.mark.parametrize("causal", [False, True], ids=["independent", "causal-window"])
+def test_shuffled_training_reduces_loss_on_every_token(causal):
     with jax.default_prng_impl("unsafe_rbg"):
         model = nnx.jit(
             lambda: ARTransformer(
-                layout=(4, 4), num_classes=10, shuffle_window=2, rngs=nnx.Rngs(0), **TINY
-            )
+                layout=(4, 4),
+                num_classes=10,
+                shuffle_window=2,
+                causal_window=causal,
+                rngs=nnx.Rngs(0),
+                **TINY,
+            )  # fmt: skip
         )()
-    assert isinstance(model.head, TokenShuffleHead)
+    assert isinstance(model.head, TokenShuffleHead) and model.head.causal == causal
     tokens, labels = _tokens(model, 4), _cond(model, 4)
     # The fusion MLPs on both sides learn, not only the trunk (from step 2: the zero
     # head, then the zero last layers of the residual blocks, pass no gradient before).
     losses, norms = train_losses(model, tokens, labels, norms_at=2)
     assert any("shuffle_in" in k for k in norms) and all(g > 0 for g in norms.values()), norms
+    assert causal == any("context" in k for k in norms) == any("mix" in k for k in norms)
     np.testing.assert_allclose(losses[0], np.log(64), rtol=1e-5)  # zero head: uniform
     assert losses[-1] < 0.7 * losses[0], losses
     # The loss is the mean cross-entropy of every original token, from raster-order logits.
@@ -186,16 +200,19 @@ class CountingAR(ARTransformer):
 
 
 def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
-    """Greedy guided decoding window by window from raster-order teacher forcing."""
+    """Greedy guided decoding from raster-order teacher forcing, window by window and,
+    within a window, token by token (a causal window head reads the earlier ones)."""
     b, s = labels.shape[0], model.shuffle_window
     order = np.asarray(shuffle(jnp.arange(model.num_tokens)[None], model.layout, s))[0]
     tokens = jnp.zeros((b, model.num_tokens), jnp.int32)
     forward = nnx.jit(lambda m, t, drop: m(t, labels, drop=drop))
-    for step, where in enumerate(order):
-        cond_logits = forward(model, tokens, jnp.zeros((b,), bool))[:, where]
-        null_logits = forward(model, tokens, jnp.ones((b,), bool))[:, where]
+    for step, window in enumerate(order):  # [M, s^2]: each window's raster indices
         scale = guidance_scale(options.cfg_schedule, options.cfg_scale, step, model.num_steps)
-        tokens = tokens.at[:, where].set(jnp.argmax(guide(cond_logits, null_logits, scale), -1))
+        for where in window:
+            cond_logits = forward(model, tokens, jnp.zeros((b,), bool))[:, where]
+            null_logits = forward(model, tokens, jnp.ones((b,), bool))[:, where]
+            guided = guide(cond_logits, null_logits, scale)
+            tokens = tokens.at[:, where].set(jnp.argmax(guided, -1))
     return np.asarray(tokens)
 
 
@@ -219,6 +236,46 @@ def test_shuffled_sampling_does_one_pass_per_window():
     assert no_cache_stats == stats
 
 
+def test_causal_window_head_reads_only_earlier_tokens_of_the_window():
+    model = _build(layout=(4, 4), shuffle_window=2, causal_window=True)
+    tokens, labels = _tokens(model, 2), _cond(model, 2)
+    logits = np.asarray(nnx.jit(lambda m, t: m(t, labels))(model, tokens))
+    windows = np.asarray(shuffle(tokens, model.layout, 2))  # [B, 4, 4]
+    order = np.asarray(shuffle(jnp.arange(16)[None], model.layout, 2))[0]  # fused -> raster
+    for j in range(4):
+        # Changing the last window's tokens j.. (no later window reads them through the
+        # trunk) leaves its slot j's logits alone and moves its later ones.
+        changed = windows.copy()
+        changed[:, -1, j:] = (changed[:, -1, j:] + 1) % model.vocab_size
+        raster = unshuffle(jnp.asarray(changed), model.layout, 2)
+        other = np.asarray(nnx.jit(lambda m, t: m(t, labels))(model, raster))
+        last = order.reshape(4, 4)[-1]  # the last window's slots -> raster indices
+        np.testing.assert_allclose(other[:, last[: j + 1]], logits[:, last[: j + 1]], atol=1e-6)
+        if j < 3:
+            assert not np.allclose(other[:, last[3]], logits[:, last[3]], atol=1e-4)
+    with pytest.raises(ValueError, match="needs shuffle_window > 1"):
+        nnx.eval_shape(lambda: _build(causal_window=True))
+    with pytest.raises(ValueError, match="need the window's tokens"):
+        model.head.logits(jnp.zeros((1, 4, 32)))
+
+
+def test_causal_window_sampling_draws_each_token_after_the_earlier_ones():
+    model = _build(layout=(4, 8), depth=1, shuffle_window=2, causal_window=True)
+    labels = jnp.array([1, 7, 3], jnp.int32)
+    options = SampleOptions(top_k=1, cfg_scale=3.0, cfg_schedule="half-linear")
+    tokens, stats = sample(model, labels, jax.random.key(0, impl="unsafe_rbg"), options)
+    assert stats == {"forward_passes": 8, "tokens_generated": 3 * 32}
+    # Greedy guided decoding token by token from teacher forcing draws the same tokens.
+    np.testing.assert_array_equal(tokens, _reference_greedy(model, labels, options))
+    # Stochastic draws: the cached loop and full recomputation agree.
+    options = SampleOptions(cfg_scale=2.0, top_k=8)
+    key = jax.random.key(1, impl="unsafe_rbg")
+    cached, _ = sample(model, labels, key, options)
+    np.testing.assert_array_equal(sample_no_cache(model, labels, key, options)[0], cached)
+    with pytest.raises(ValueError, match="causal window head"):
+        sample_sjd(model, labels, key, options, window=2)
+
+
 # --- config, launcher and CLI -------------------------------------------------------------
 
 
@@ -237,6 +294,14 @@ def test_config_shuffle_variant_and_auto_schedule():
         shuffled.sample.cfg_schedule = "linear"
     assert sample_settings(shuffled)["cfg_schedule"] == "linear"
     SampleOptions(**sample_settings(shuffled))
+    # The tiny shuffled model samples with coupled windows and top-k 3; with the `causal`
+    # window head (the demo's) with top-k 5, its windows drawn token by token.
+    assert shuffled.sample.coupled_windows and shuffled.sample.top_k == 3
+    causal = load_config_file("configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal")
+    assert causal.generator.causal_window and not shuffled.generator.causal_window
+    assert not causal.sample.coupled_windows and causal.sample.top_k == 5
+    with pytest.raises(ValueError, match="needs shuffle=S > 1"):
+        load_config_file("configs/ar.py:tokenizer=vq2d,tiny,causal")
 
 
 @pytest.mark.slow

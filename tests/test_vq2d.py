@@ -61,6 +61,23 @@ def test_vq2d_bad_inputs():
         nnx.eval_shape(lambda m: m.decode(jnp.zeros((1, 64), jnp.int32)), model)
 
 
+def test_vit_without_positions_codes_a_patch_the_same_everywhere():
+    """`positions=False`, no blocks: a patch's code depends on its pixels alone."""
+    kwargs = dict(VIT, depth=0, positions=False)
+    model = make_tokenizer("vq2d", image_size=16, rngs=nnx.Rngs(0), **kwargs)
+    assert model.encoder.pos is None and model.decoder.pos is None
+    patch = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 3), minval=-1, maxval=1)
+    x = jnp.tile(patch, (4, 4, 1))[None]  # the same 4 x 4 patch in all 16 cells
+    tokens = np.asarray(model.encode(x).tokens)
+    assert (tokens == tokens[0, 0, 0]).all()
+    pixels = np.asarray(model.decode(model.encode(x).tokens))
+    np.testing.assert_allclose(pixels, np.tile(pixels[:, :4, :4], (1, 4, 4, 1)), atol=1e-6)
+    # With position embeddings (the default) the same patch takes other codes.
+    kwargs["positions"] = True
+    with_pos = make_tokenizer("vq2d", image_size=16, rngs=nnx.Rngs(0), **kwargs)
+    assert len(np.unique(np.asarray(with_pos.encode(x).tokens))) > 1
+
+
 def test_vq2d_conv_backbone_runs_and_reconstructs_through_codes():
     model = make_tokenizer("vq2d", image_size=16, rngs=nnx.Rngs(0), **CONV)
     x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)

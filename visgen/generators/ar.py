@@ -28,7 +28,8 @@ the `(h, w)` or `(t, h, w)` grid, with RoPE over the fused layout
 tokens. Token ids in and out (`hidden_states`, `__call__`, `loss`) stay in
 the tokenizer's raster order of `layout`; only the cached-decoding methods
 speak the fused order (`to_fused` / `to_raster` convert). `s = 1` is exactly
-the plain model: the same parameters and outputs.
+the plain model: the same parameters and outputs. `causal_window` (ours)
+makes the head predict a window's tokens in order within it.
 
 Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
 `{"k", "v"}` arrays `[B, H, c + M - 1, Dh]` (heads-first), `prefill` runs the prefix,
@@ -137,6 +138,9 @@ class ARTransformer(nnx.Module):
         divide both spatial sizes of a 2D or 3D layout.
       shuffle_blocks: residual MLP blocks on each side of the trunk when
         shuffling (the paper's 2).
+      causal_window: with shuffling, predict a window's tokens one after
+        another from the same transformer pass
+        (`token_shuffle.TokenShuffleHead(causal=True)`; not in the paper).
       dtype: compute dtype; parameters, norms and softmax stay float32.
       rngs: parameter initialisation.
     """
@@ -162,6 +166,7 @@ class ARTransformer(nnx.Module):
         zero_init_head: bool = True,
         shuffle_window: int = 1,
         shuffle_blocks: int = 2,
+        causal_window: bool = False,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -180,6 +185,11 @@ class ARTransformer(nnx.Module):
         self.vocab_size = vocab_size
         self.num_tokens = math.prod(self.layout)
         self.shuffle_window = int(shuffle_window)
+        if causal_window and self.shuffle_window == 1:
+            raise ValueError(
+                "causal_window orders the tokens of a window: it needs shuffle_window > 1"
+            )
+        self.causal_window = bool(causal_window)
         self.fused_layout = token_shuffle.fused_layout(self.layout, self.shuffle_window)
         self.window_tokens = self.shuffle_window**2
         self.num_steps = math.prod(self.fused_layout)
@@ -227,8 +237,9 @@ class ARTransformer(nnx.Module):
             kw = dict(blocks=shuffle_blocks, dtype=dtype, rngs=rngs)
             self.shuffle_in = token_shuffle.TokenShuffle(width, self.shuffle_window, **kw)
             self.head = token_shuffle.TokenShuffleHead(
-                width, vocab_size, self.shuffle_window, zero_init=zero_init_head, **kw
-            )
+                width, vocab_size, self.shuffle_window, zero_init=zero_init_head,
+                causal=self.causal_window, **kw
+            )  # fmt: skip
 
     # --- condition ------------------------------------------------------------------
 
@@ -343,9 +354,10 @@ class ARTransformer(nnx.Module):
         (with shuffling: from the windows before token `i`'s window).
         """
         hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
-        logits = self.head.logits(hidden)
         if self.shuffle_window == 1:
-            return logits
+            return self.head.logits(hidden)
+        windows = token_shuffle.shuffle(tokens, self.layout, self.shuffle_window)
+        logits = self.head.logits(hidden, windows)  # a causal window head reads them
         return token_shuffle.unshuffle(logits, self.layout, self.shuffle_window)
 
     def loss(
@@ -401,19 +413,28 @@ class ARTransformer(nnx.Module):
         return self.norm(x), new_cache
 
     def prefill(
-        self, cond: jax.Array, cache: Cache, *, drop: jax.Array | None = None
+        self,
+        cond: jax.Array,
+        cache: Cache,
+        *,
+        drop: jax.Array | None = None,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, Cache]:
         """Run the condition prefix into `cache`: returns logits for the first step and the cache.
 
         The logits are `[B, V]` for token 0, or with shuffling `[B, s^2, V]`
         for window 0. `drop: [B]` bool uses the null condition for those rows
         (the unconditional half of a classifier-free-guidance batch).
+        `return_hidden` returns the head's input `[B, D]` instead (a causal
+        window head samples from it with `head.draw_window`).
         """
         hidden, cache = self._run_cached(self.embed_condition(cond, drop=drop), 0, cache)
+        if return_hidden:
+            return hidden[:, -1], cache
         return self.head.logits(hidden[:, -1:])[:, 0], cache
 
     def decode_step(
-        self, tokens: jax.Array, pos: jax.Array | int, cache: Cache
+        self, tokens: jax.Array, pos: jax.Array | int, cache: Cache, *, return_hidden: bool = False
     ) -> tuple[jax.Array, Cache]:
         """Feed `n` steps' tokens `[B, n * s^2]` (fused order) whose first step is `pos`.
 
@@ -422,8 +443,9 @@ class ARTransformer(nnx.Module):
         `[B, n, s^2, V]` with shuffling, row `j` predicting step `pos + j + 1`,
         and the cache with positions `c + pos .. c + pos + n - 1` written.
         Requires `c + pos + n <= max_len` (not checked: a traced `pos` past
-        the end is clamped by `dynamic_update_slice`).
+        the end is clamped by `dynamic_update_slice`). `return_hidden` returns
+        the head's input `[B, n, D]` instead of logits.
         """
         x = self._embed(tokens)
         hidden, cache = self._run_cached(x, self.prefix + pos, cache)
-        return self.head.logits(hidden), cache
+        return (hidden if return_hidden else self.head.logits(hidden)), cache

@@ -31,6 +31,7 @@ preserving); an RMSNorm sits between the unshuffle MLP and the shared head
 """
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -187,6 +188,15 @@ class TokenShuffleHead(nnx.Module):
     Implements the `Head` interface with a window axis: hidden `[B, M, D]`
     (one row per fused position) -> logits `[B, M, s^2, V]`, targets
     `[B, M, s^2]` -> per-token cross-entropy `[B, M, s^2]`.
+
+    `causal=True` (not in the paper, which draws a window's tokens
+    independently) predicts the window's tokens in raster order within it:
+    token `j`'s state gets `sum_{i<j} E_i[t_i]` (one embedding table per
+    earlier slot) added and goes through one more residual MLP before the
+    norm, so `logits` needs the window's tokens (teacher forcing) and
+    sampling draws the `s^2` tokens one after another (`draw_window`) from
+    one transformer pass. A token's logits never read its own or later
+    tokens of the window.
     """
 
     def __init__(
@@ -197,25 +207,70 @@ class TokenShuffleHead(nnx.Module):
         *,
         blocks: int = 2,
         zero_init: bool = True,
+        causal: bool = False,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.window = window
         self.vocab_size = vocab_size
+        self.causal = causal
         self.unshuffle = TokenUnshuffle(width, window, blocks=blocks, dtype=dtype, rngs=rngs)
+        if causal:
+            init = nnx.initializers.normal(0.02)
+            self.context = nnx.List(
+                [
+                    nnx.Embed(vocab_size, width, embedding_init=init, rngs=rngs)
+                    for _ in range(window * window - 1)
+                ]
+            )
+            self.mix = ResidualMLP(width, dtype=dtype, rngs=rngs)
         self.norm = RMSNorm(width)
         self.categorical = CategoricalHead(
             width, vocab_size, zero_init=zero_init, dtype=dtype, rngs=rngs
         )
 
-    def _states(self, hidden: jax.Array) -> jax.Array:
-        return self.norm(self.unshuffle(hidden))
+    def _context(self, tokens: jax.Array) -> jax.Array:
+        """Window tokens `[..., s^2]` -> `[..., s^2, D]`: row `j` is `sum_{i<j} E_i[t_i]`."""
+        earlier = jnp.stack([embed(tokens[..., i]) for i, embed in enumerate(self.context)], -2)
+        running = jnp.cumsum(earlier.astype(jnp.float32), axis=-2)
+        return jnp.concatenate([jnp.zeros_like(running[..., :1, :]), running], axis=-2)
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """`[B, M, D]` -> `[B, M, s^2, V]` float32."""
-        return self.categorical.logits(self._states(hidden))
+    def _states(self, hidden: jax.Array, tokens: jax.Array | None = None) -> jax.Array:
+        states = self.unshuffle(hidden)
+        if self.causal:
+            if tokens is None:
+                raise ValueError(
+                    "a causal window head predicts each token from the window's earlier ones: "
+                    "logits need the window's tokens [B, M, s^2] (or sample with draw_window)"
+                )
+            states = self.mix(states + self._context(tokens))
+        return self.norm(states)
+
+    def logits(self, hidden: jax.Array, tokens: jax.Array | None = None) -> jax.Array:
+        """`[B, M, D]` -> `[B, M, s^2, V]` float32; a causal head reads the windows' tokens
+        `[B, M, s^2]` (teacher forcing; the others ignore them)."""
+        return self.categorical.logits(self._states(hidden, tokens))
 
     def loss(self, hidden: jax.Array, targets: jax.Array) -> jax.Array:
         """Cross-entropy of every token: hidden `[B, M, D]`, targets `[B, M, s^2]` int ->
         `[B, M, s^2]` float32."""
-        return self.categorical.loss(self._states(hidden), targets)
+        return self.categorical.loss(self._states(hidden, targets), targets)
+
+    def draw_window(
+        self, hidden: jax.Array, choose: Callable[[jax.Array, int], jax.Array]
+    ) -> jax.Array:
+        """A causal head's sampling: one state per row `[R, D]` -> the window `[R, s^2]` int32.
+
+        Token `j` is `choose(logits [R, V], j)` (`[R]` int32: guidance and the draw
+        are the caller's), given the tokens chosen before it: the same logits as
+        `logits` with those tokens.
+        """
+        states = self.unshuffle(hidden[:, None])[:, 0]  # [R, s^2, D]
+        context = jnp.zeros_like(states[:, 0])
+        chosen = []
+        for j in range(self.window * self.window):
+            state = self.norm(self.mix(states[:, j] + context))
+            chosen.append(choose(self.categorical.logits(state), j))
+            if j < len(self.context):
+                context = context + self.context[j](chosen[-1]).astype(jnp.float32)
+        return jnp.stack(chosen, axis=-1)

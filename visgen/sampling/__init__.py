@@ -15,6 +15,7 @@ from visgen.sampling.ar import (
     sample,
     sample_logits,
     sample_no_cache,
+    sample_window,
 )
 from visgen.sampling.guidance import SCHEDULES, guidance_scale, guide
 from visgen.sampling.sjd import (
@@ -37,6 +38,7 @@ __all__ = [
     "inits_for",
     "sample",
     "sample_logits",
+    "sample_window",
     "sample_no_cache",
     "sample_sjd",
     "weight_layout",

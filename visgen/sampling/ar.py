@@ -32,8 +32,13 @@ Token-Shuffle models (`shuffle_window = s > 1`) use the same loop: it runs
 `M = N / s^2` steps, each drawing the next window's `s^2` tokens
 independently from the head's `[B, s^2, V]` logits (with the same guidance,
 temperature, top-k and top-p per token, and one key per step), in the
-model's fused order, then returns them in raster order. The guidance
-schedule's step index and length are the fused step and `M`.
+model's fused order, then returns them in raster order (`coupled_windows`
+couples the window's draws instead: `sample_window`). With a causal window
+head (`ARTransformer(causal_window=True)`) the step's one pass returns the
+head's input and the head draws the window's tokens one after another
+(`TokenShuffleHead.draw_window`), each guided and filtered like a plain
+token. The guidance schedule's step index and length are the fused step
+and `M`.
 
 `stats` reports `forward_passes` (one per step, so `M`; the prefill counts
 as one; a doubled CFG batch is still one pass) and `tokens_generated`
@@ -75,6 +80,11 @@ class SampleOptions:
       cfg_schedule: `constant`, `linear` or `half-linear` (see `guidance`).
       cfg_interval: optional `(start, end)` fraction of steps where guidance
         applies; scale 1 elsewhere.
+      coupled_windows: Token-Shuffle models only (ignored without a window):
+        draw a window's `s^2` tokens with one shared Gumbel vector instead of
+        one each (`sample_window`). Each token is still an exact draw of its
+        own distribution; tokens whose distributions agree take the same code.
+        Not in the Token-Shuffle paper, which draws them independently.
     """
 
     temperature: float = 1.0
@@ -83,6 +93,7 @@ class SampleOptions:
     cfg_scale: float = 1.0
     cfg_schedule: Schedule = "constant"
     cfg_interval: tuple[float, float] | None = None
+    coupled_windows: bool = False
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -135,6 +146,26 @@ def sample_logits(logits: jax.Array, rng: jax.Array, options: SampleOptions) -> 
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+def sample_window(logits: jax.Array, rng: jax.Array, options: SampleOptions) -> jax.Array:
+    """The tokens of one step from float32 logits `[B, w, V]`: `[B, w]` int32.
+
+    Independent draws (one Gumbel vector per token, as `sample_logits`), or
+    with `options.coupled_windows` Gumbel-max with one vector `[B, 1, V]`
+    shared by the window: each token is still `argmax(logits + G)` of its own
+    (tempered, filtered) logits, an exact draw of its distribution, but the
+    draws are coupled. Tokens with the same distribution take the same code,
+    so a window whose tokens each put a third on three background colours
+    gets one colour, not a patchwork of the three (four independent draws
+    all agree with probability 1/27). `temperature = 0` is the argmax either way.
+    """
+    b, w, v = logits.shape
+    if not options.coupled_windows or w == 1 or options.temperature == 0:
+        return sample_logits(logits.reshape(b * w, v), rng, options).reshape(b, w)
+    logits = filter_logits(logits / options.temperature, options.top_k, options.top_p)
+    gumbel = jax.random.gumbel(rng, (b, 1, v), logits.dtype)
+    return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+
+
 def _decode_loop(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -157,20 +188,34 @@ def _decode_loop(
     else:
         cond_all, drop = cond, None
 
+    causal = getattr(model, "causal_window", False)
+    hidden_kw = {"return_hidden": True} if causal else {}  # the head's input, not logits
+
     def pick(logits: jax.Array, step: jax.Array | int) -> jax.Array:
         """Logits `[B or 2B, V]` or `[B or 2B, w, V]` of step `step` -> its tokens `[B, w]`.
 
-        The window's `w` tokens are drawn independently (one key per step).
+        One key per step; `sample_window` draws the window's `w` tokens. With a
+        causal window head `logits` is the head's input `[B or 2B, D]`, and token
+        `j` of the window is drawn with key `fold_in(key, j)` once the ones
+        before it are chosen.
         """
+        key = jax.random.fold_in(rng, step)
+        scale = guidance_scale(
+            options.cfg_schedule, options.cfg_scale, step, steps, options.cfg_interval
+        )
+        if causal:
+
+            def choose(slot_logits: jax.Array, j: int) -> jax.Array:
+                if options.guided:
+                    slot_logits = guide(slot_logits[:b], slot_logits[b:], scale)
+                return rows(sample_logits(slot_logits, jax.random.fold_in(key, j), options))
+
+            return model.head.draw_window(logits, choose)[:b]
         v = logits.shape[-1]
         logits = logits.reshape(-1, w, v)
         if options.guided:
-            scale = guidance_scale(
-                options.cfg_schedule, options.cfg_scale, step, steps, options.cfg_interval
-            )
             logits = guide(logits[:b], logits[b:], scale)
-        new = sample_logits(logits.reshape(b * w, v), jax.random.fold_in(rng, step), options)
-        return new.reshape(b, w)
+        return sample_window(logits, key, options)
 
     def rows(tokens: jax.Array) -> jax.Array:
         return jnp.concatenate([tokens, tokens]) if options.guided else tokens
@@ -185,7 +230,7 @@ def _decode_loop(
         segments = cache_segments(steps, CACHE_SEGMENTS if cache_bytes >= SEGMENT_MIN_BYTES else 1)
         first = model.prefix + segments[0][1] - 1 if segments else model.max_len
         cache = model.init_cache(cond_all.shape[0], max_len=first)
-        logits, cache = model.prefill(cond_all, cache, drop=drop)
+        logits, cache = model.prefill(cond_all, cache, drop=drop, **hidden_kw)
         tokens = put(tokens, pick(logits, 0), 0)
 
         in_loop = loop_model(graphdef, state)
@@ -193,7 +238,7 @@ def _decode_loop(
         def step_cached(i, carry):
             tokens, cache = carry
             prev = jax.lax.dynamic_slice_in_dim(tokens, (i - 1) * w, w, axis=1)
-            logits, cache = in_loop().decode_step(rows(prev), i - 1, cache)
+            logits, cache = in_loop().decode_step(rows(prev), i - 1, cache, **hidden_kw)
             return put(tokens, pick(logits[:, 0], i), i), cache
 
         for lo, hi in segments:
@@ -206,7 +251,7 @@ def _decode_loop(
     def step_full(i, tokens):
         hidden = model.hidden_states(rows(model.to_raster(tokens)), cond_all, drop=drop)
         row = jax.lax.dynamic_slice_in_dim(hidden, i, 1, axis=1)
-        return put(tokens, pick(model.head.logits(row)[:, 0], i), i)
+        return put(tokens, pick(row[:, 0] if causal else model.head.logits(row)[:, 0], i), i)
 
     return model.to_raster(jax.lax.fori_loop(0, nocache_steps or steps, step_full, tokens))
 

@@ -42,7 +42,9 @@ redrawn from their own residuals. Each token is then an exact, independent
 draw of its `p`, so the window is an exact draw of their product; the joint
 test `min(1, prod p / prod q)` would accept more often, but its residual
 over `V^g` windows is intractable. (This composition is ours; the two papers
-do not combine them.)
+do not combine them.) Plain AR's `coupled_windows` is refused: its coupled
+window is not a product of per-token distributions that drafts could be
+tested against.
 
 Batches: rows accept different numbers of drafts, so each row keeps its own
 position; the model's `decode_step` runs under `jax.vmap` over rows (each with
@@ -268,6 +270,16 @@ def _sjd_loop(
     g, layout = model.window_tokens, model.fused_layout
     init = init or default_init(layout)
     check_sjd_args(layout, window, init)  # at trace time: once per compiled loop
+    if getattr(model, "causal_window", False):
+        raise ValueError(
+            "SJD tests a window's tokens each against its own distribution; a causal window "
+            "head draws them one after another (plain AR only)"
+        )
+    if options.coupled_windows and g > 1:
+        raise ValueError(
+            "SJD draws a window's tokens independently (each is tested against its own "
+            "distribution); coupled_windows is a plain-AR option: turn it off for SJD"
+        )
     length, drafts = window, window - 1
     guided = options.guided
     groups = 2 if guided else 1

@@ -39,7 +39,9 @@ VQ16 = dict(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_chan
 class ViTGridEncoder(nnx.Module):
     """Images `[B, H, W, 3]` -> features `[B, H/p, W/p, out_dim]` float32."""
 
-    def __init__(self, *, image_size, patch_size, width, depth, heads, out_dim, dtype, rngs):
+    def __init__(
+        self, *, image_size, patch_size, width, depth, heads, out_dim, positions, dtype, rngs
+    ):
         self.patch = (patch_size, patch_size)
         self.grid = (image_size // patch_size, image_size // patch_size)
         n = self.grid[0] * self.grid[1]
@@ -47,14 +49,14 @@ class ViTGridEncoder(nnx.Module):
         self.embed = nnx.Linear(
             3 * patch_size**2, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs
         )
-        self.pos = learned_embedding(rngs, n, width)
+        self.pos = learned_embedding(rngs, n, width) if positions else None
         self.transformer = Transformer(depth, width, heads, dtype=dtype, rngs=rngs)
         self.ln_post = nnx.LayerNorm(width, epsilon=LN_EPS, rngs=rngs)
         self.head = nnx.Linear(width, out_dim, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.embed(patchify(x, self.patch).astype(self.dtype)).astype(jnp.float32)
-        h = self.transformer(h + self.pos[...])
+        h = self.transformer(h if self.pos is None else h + self.pos[...])
         z = self.head(self.ln_post(h).astype(self.dtype)).astype(jnp.float32)
         return z.reshape(x.shape[0], *self.grid, -1)
 
@@ -62,13 +64,15 @@ class ViTGridEncoder(nnx.Module):
 class ViTGridDecoder(nnx.Module):
     """Latents `[B, h, w, token_dim]` -> pixels `[B, h*p, w*p, 3]` float32."""
 
-    def __init__(self, *, image_size, patch_size, width, depth, heads, token_dim, dtype, rngs):
+    def __init__(
+        self, *, image_size, patch_size, width, depth, heads, token_dim, positions, dtype, rngs
+    ):
         self.patch = (patch_size, patch_size)
         self.grid = (image_size // patch_size, image_size // patch_size)
         n = self.grid[0] * self.grid[1]
         self.dtype = dtype
         self.embed = nnx.Linear(token_dim, width, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
-        self.pos = learned_embedding(rngs, n, width)
+        self.pos = learned_embedding(rngs, n, width) if positions else None
         self.transformer = Transformer(depth, width, heads, dtype=dtype, rngs=rngs)
         self.ln_post = nnx.LayerNorm(width, epsilon=LN_EPS, rngs=rngs)
         self.head = nnx.Linear(
@@ -78,7 +82,7 @@ class ViTGridDecoder(nnx.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         b = z.shape[0]
         h = self.embed(z.reshape(b, -1, z.shape[-1]).astype(self.dtype)).astype(jnp.float32)
-        h = self.transformer(h + self.pos[...])
+        h = self.transformer(h if self.pos is None else h + self.pos[...])
         patches = self.head(self.ln_post(h).astype(self.dtype)).astype(jnp.float32)
         return unpatchify(patches, self.grid, self.patch, 3)
 
@@ -95,6 +99,11 @@ class VQ2D(nnx.Module):
         `image_size / 2^(len(channel_mult) - 1)` on a side.
       patch_size, width, depth, heads: the vit backbone; the grid is
         `image_size / patch_size` on a side.
+      positions: the vit backbone adds learned position embeddings to its
+        patches (both sides). `False` makes it translation-equivariant: with
+        `depth=0` (`configs/vq2d.py:tiny`) a patch's code then depends on its
+        pixels alone, so a background or a shape's interior gets the same
+        code at every position instead of one per position.
       codebook_size, token_dim, l2_norm, commitment: the `VectorQuantizer`.
       dtype: compute dtype; params, norms and outputs are float32.
       rngs: parameter initialisation.
@@ -116,6 +125,7 @@ class VQ2D(nnx.Module):
         width: int = 512,
         depth: int = 8,
         heads: int = 8,
+        positions: bool = True,
         codebook_size: int = 16384,
         token_dim: int = 8,
         l2_norm: bool = True,
@@ -161,6 +171,7 @@ class VQ2D(nnx.Module):
                 width=width,
                 depth=depth,
                 heads=heads,
+                positions=positions,
                 dtype=dtype,
                 rngs=rngs,
             )
