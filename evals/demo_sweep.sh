@@ -10,7 +10,7 @@
 #       w128:1800:64:600::--config.generator.width=128+--config.optim.lr=1e-3
 #
 # Each variant trains `configs/vq2d.py:tiny` for tok_steps, then the demo's generator,
-# `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2`, on its tokens for gen_steps, draws $NUM
+# `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal`, on its tokens for gen_steps, draws $NUM
 # (500) samples (classes cycled) at every guidance scale in $CFGS ("2 4 8") and scores
 # them with `evals.fid gfid --features shapes` against the test split. It writes
 # OUT/results.json (per variant: the tokenizer's and generator's final eval, and
@@ -32,8 +32,8 @@ run_variant() {  # name tok_steps tok_width gen_steps tok_overrides gen_override
     --config.data.data_dir="$D" --config.train.steps="$2" --config.train.eval_every="$2" \
     --config.train.checkpoint_every="$2" --config.tokenizer.width="$3" $TX || return
   # shellcheck disable=SC2086
-  python3 -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,shuffle=2 --workdir "$R/gen" \
-    --config.tokenizer_workdir="$R/tok" --config.data.data_dir="$D" \
+  python3 -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal \
+    --workdir "$R/gen" --config.tokenizer_workdir="$R/tok" --config.data.data_dir="$D" \
     --config.train.steps="$4" --config.train.eval_every="$4" \
     --config.train.checkpoint_every="$4" $GX || return
   for c in $CFGS; do
