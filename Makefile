@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # the test suite runs JAX in-process, so it gets them from here.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: test demo lint format bench
+.PHONY: test test-fast demo lint format bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -c "import sys, visgen; assert 'tensorflow' not in sys.modules, 'import visgen pulled in TensorFlow'"
 	$(PY) -m pytest -q
+
+# The quick lane: every test not marked `slow` (the real launcher's runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(PY) -m launch.demo --out outputs/demo
@@ -34,4 +39,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) -m evals.bench_titok
+	$(PY) -m bench.bench_titok

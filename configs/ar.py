@@ -26,10 +26,17 @@ Variants (comma separated): `tiny`; `tokenizer=titok|vq2d` (which tokenizer
 family the data settings follow; the weights come from
 `config.tokenizer_workdir`); `size=B|L|XL`; `data=<tfds name or folder>`;
 `classes=C` (number of classes; default from the dataset); `shuffle=S` (the
-Token-Shuffle window, the same as `--config.generator.shuffle_window=S`);
-`causal` (with `shuffle=S`: a causal window head predicts a window's tokens
-one after another from the window's one pass, `generator.causal_window`; not
-in the paper); `text` (condition on captions instead of classes).
+Token-Shuffle window: `generator.head` becomes `token_shuffle` with
+`window=S`); `causal` (with `shuffle=S`: a causal window head predicts a
+window's tokens one after another from the window's one pass,
+`generator.head.causal`; not in the paper); `text` (condition on captions
+instead of classes).
+
+`config.generator.head` names the head (`visgen.generators.HEADS`:
+`categorical`, `token_shuffle`) and holds its arguments;
+`config.sample` holds the sampling defaults: the shared ones (temperature,
+`cfg_scale`, `cfg_schedule`) and the head's own (`top_k`, `top_p`, and for
+`token_shuffle` `coupled`: one shared Gumbel vector per window).
 
 `text` adds `config.text_encoder` (a `visgen.text` encoder: `name` and its
 arguments; `random_words` is a frozen random-word-embedding stand-in for a
@@ -41,46 +48,27 @@ defaults to a bound on the dataset's caption words (a longer caption is an
 error unless `text_encoder.truncate`). Token caches store no captions, so
 `data.token_cache` is refused with `text`.
 
-`config.sample.cfg_schedule` defaults to `auto`: Token-Shuffle's
-`half-linear` when `generator.shuffle_window > 1`, else LlamaGen's
-`constant` (resolved by `visgen.tasks.generator.sample_settings`, so it
-follows a window set on the command line); naming a schedule overrides it.
+`config.sample.cfg_schedule` is Token-Shuffle's `half-linear` with
+`shuffle=S`, else LlamaGen's `constant`.
 
 The full sizes keep LlamaGen's recipe: AdamW 1e-4, beta (0.9, 0.95), weight
 decay 0.05, grad clip 1, batch 256, dropout 0.1 (residual, token and class),
-constant CFG 4. `tiny` (width 96, depth 4, 4 heads, batch 32, lr 2e-3, 1,200 steps,
-no residual or token dropout) is sized to train in minutes on a 2-core CPU:
-width 96 trains at 7.3 steps/s there against 3.3 for width 128 (on the demo's
-vq2d tokens), and a GPU sweep of the demo's stages (`evals/demo_sweep.sh`,
-BENCHMARKS.md) found more steps of the narrower model better than fewer of
-the wider one. `tiny,shuffle=2,causal` is the demo's generator, on the
-16 x 16 tokens of `configs/vq2d.py:tiny`: batch 8, 7,200 steps, a causal
-window head, and top-k 5 by default; `tiny,shuffle=2` (the paper's
-independent window draws) samples with top-k 3 and coupled windows
-(`sample.coupled_windows`: a window's four tokens share one Gumbel vector;
-not in the paper). On this CPU the shuffled tiny model trains at ~15-21
-steps/s with a token cache (batch 16: ~9-10.5; batch 32: 5-5.6; the plain
-model on 256 positions at batch 32: ~1.1): the examples per second are
-about the same at every batch, so a smaller batch buys more updates in the
-same time. Measured on the demo's tokenizer (CFG 4, `shapes` features),
-FID / the classifier's class accuracy: at batch 32 with top-k 5 (500
-samples), after 1,200 steps 20.2 / 35% (29.2 / 28% with full sampling),
-after 2,000 steps 18.2 / 38%, after 3,000 steps 13.3 / 49% (10 minutes,
-over the demo's budget). Over 1,500 samples (3 seeds), at about the time
-of 2,000 steps at batch 32: batch 16, 3,600 steps 13.8 / 46%; batch 8,
-7,200 steps 14.5 / 50%; batch 8, 8,400 steps (70 s more) 13.4 / 49%; the
-batch-8 model with coupled windows 12.0 / 54%, and with top-k 3 too
-12.8 / 58%; with the causal window head (top-k 5) 10.1 / 69% (BENCHMARKS.md,
-"A 2 x 2 patch tokenizer for the demo", "The demo generator's batch,
-learning rate and guidance" and "Coupled windows, a causal window head").
+constant CFG 4. `tiny` (width 96, depth 4, 4 heads, batch 32, lr 2e-3, 1,200
+steps, no residual or token dropout) is sized to train in minutes on a 2-core
+CPU: more steps of a narrower model beat fewer of a wider one there.
+`tiny,shuffle=2,causal` is the demo's generator, on the 16 x 16 tokens of
+`configs/vq2d.py:tiny`: batch 8 (the step is compute-bound, so a smaller batch
+buys more updates in the same time), 7,200 steps, a causal window head, and
+top-k 5; `tiny,shuffle=2` (the paper's independent window draws) samples with
+top-k 3 and coupled windows (`sample.coupled`: a window's four tokens share
+one Gumbel vector; not in the paper). The measurements behind these choices
+are on docs/results.md (the demo generator's table and its notes).
 """
 
 import ml_collections
 
-from visgen.config import base_config, parse_variant, section
+from visgen.config import base_config, parse_variant
 from visgen.generators.ar import SIZES
-from visgen.sampling import SampleOptions
-from visgen.tasks.generator import AUTO_SCHEDULE
 
 # Batch and train steps of `tiny,shuffle=S` (the demo's generator adds `causal`).
 TINY_SHUFFLE_BATCH, TINY_SHUFFLE_STEPS = 8, 7200
@@ -131,9 +119,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             name="ar", width=width, depth=depth, heads=heads, num_classes=classes,
             cls_token_num=1, qk_norm=False, resid_dropout=dropout, token_dropout=dropout,
-            cond_dropout=0.1, shuffle_window=v["shuffle"], causal_window=v["causal"],
+            cond_dropout=0.1,
         )
     )  # fmt: skip
+    if v["shuffle"] > 1:
+        config.generator.head = ml_collections.ConfigDict(
+            dict(name="token_shuffle", window=v["shuffle"], blocks=2, causal=v["causal"])
+        )
+    else:
+        config.generator.head = ml_collections.ConfigDict(dict(name="categorical"))
     if v["text"]:
         del config.generator["cls_token_num"]  # the encoder's length
         config.data.with_captions = True
@@ -145,16 +139,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )  # fmt: skip
     # Tiny Token-Shuffle models sample with top-k: unlikely tokens scatter stray pixels. With
     # the paper's independent window draws, top-k 3 and one shared Gumbel vector per window
-    # (`coupled_windows`, `visgen.sampling.sample_window`; not in the paper); with a causal
-    # window head (the demo's), top-k 5. Over 1,500 samples, class accuracy / FID: 49.5% /
-    # 14.5 with independent top-k 5, 58.3% / 12.8 coupled with top-k 3, 68.9% / 10.1 causal
-    # with top-k 5 (BENCHMARKS.md, "Coupled windows, a causal window head").
+    # (`coupled`, `visgen.generators.categorical.draw_step`; not in the paper); with a causal
+    # window head (the demo's), top-k 5 (docs/results.md, the demo generator).
     tiny_shuffle = v["tiny"] and v["shuffle"] > 1
     top_k = (5 if v["causal"] else 3) if tiny_shuffle else 0
-    config.sample = section(
-        SampleOptions, cfg_scale=4.0, cfg_schedule=AUTO_SCHEDULE, top_k=top_k,
-        coupled_windows=tiny_shuffle and not v["causal"],
+    config.sample = ml_collections.ConfigDict(
+        dict(
+            temperature=1.0, cfg_scale=4.0, top_k=top_k, top_p=1.0,
+            cfg_schedule="half-linear" if v["shuffle"] > 1 else "constant",
+        )
     )  # fmt: skip
-    del config.sample["cfg_interval"]  # None is not a settable ConfigDict type
+    if v["shuffle"] > 1:
+        config.sample.coupled = tiny_shuffle and not v["causal"]
     config.preview_per_class = 8
     return config

@@ -10,6 +10,10 @@ Train (LlamaGen's VQ-16 shape at 256 px: 16 x 16 tokens, 16384 x 8 codes;
 Variants (comma separated): `tiny`; `res=R`; `codes=V`; `data=<tfds name or
 folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`).
 
+The codebook is the nested section `tokenizer.quantizer` (a registered
+quantizer's name and arguments, e.g. `--config.tokenizer.quantizer.codebook_size=256`);
+`tokenizer.token_dim` is its code dimension.
+
 `tiny` (the CPU demo's tokenizer) is the patch-ViT backbone cut to its
 ends: 2 x 2 patches (a 16 x 16 grid), a linear patch embedding, LayerNorm
 and a linear projection to the code space, and the mirror image to decode;
@@ -46,10 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base_config("tokenizer")
     if v["tiny"]:
         res = 32
-        tokenizer = dict(
-            backbone="vit", patch_size=2, width=64, depth=0, heads=4,
-            codebook_size=v["codes"] or 128, token_dim=8,
-        )  # fmt: skip
+        tokenizer = dict(backbone="vit", patch_size=2, width=64, depth=0, heads=4, token_dim=8)
+        codebook_size = v["codes"] or 128
         config.data.update(name=v["data"] or "shapes", image_size=res, batch_size=32)
         config.optim.update(lr=2e-3, warmup_steps=50, weight_decay=1e-4, end_lr_ratio=0.05)
         config.train.update(
@@ -58,7 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )  # fmt: skip
     else:
         res = v["res"]
-        tokenizer = dict(backbone="conv", **VQ16, codebook_size=v["codes"] or 16384, token_dim=8)
+        tokenizer = dict(backbone="conv", **VQ16, token_dim=8)
+        codebook_size = v["codes"] or 16384
         config.data.update(name=v["data"] or "imagenet2012", image_size=res, batch_size=128)
         config.optim.update(lr=1e-4, b2=0.95, weight_decay=0.05, warmup_steps=0, end_lr_ratio=1.0)
         config.train.update(
@@ -70,8 +73,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         if config.data.name == "shapes":
             config.data.name = "shapes_video"
         tokenizer.update(num_frames=v["video"])
+    quantizer = dict(name="vq", codebook_size=codebook_size, l2_norm=True, commitment=0.25)
     config.tokenizer = ml_collections.ConfigDict(
-        dict(name="vq2d", image_size=res, l2_norm=True, commitment=0.25, **tokenizer)
+        dict(name="vq2d", image_size=res, quantizer=quantizer, **tokenizer)
     )
     config.loss = section(TokenizerLossConfig)
     return config

@@ -1,1 +1,2 @@
-"""Evaluation scripts (FID / rFID / IS) and weight converters for evaluation nets."""
+"""Thin command-line tools: FID-family metrics and reconstruction over `visgen.evaluation`,
+the evaluation networks' weight converters and the dataset feature-net trainer."""

@@ -10,7 +10,7 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    (`configs/vq2d.py:tiny`, 16 x 16 tokens of 2 x 2 pixels, 128 codes, 1,500
    steps), which keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
    trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
-   steps: 6.5-7.5 minutes on its own, 9-11 for the whole demo; BENCHMARKS.md);
+   steps; a slower demo: docs/notes/2026-11-26-demo-tiny-titok.md);
 3. trains a tiny class-conditional AR generator on those tokens in
    `<out>/generator` (`GENERATORS`: for vq2d
    `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal`, Token-Shuffle 2 x 2
@@ -54,11 +54,7 @@ def _train(
 ) -> bool:
     """Trains `spec` (`configs/x.py:arg`) in `workdir`; False if interrupted."""
     from visgen.config import load_config_file
-    from visgen.data import DataConfig
-    from visgen.tasks import make_task
-    from visgen.train.loop import TrainConfig, train
-    from visgen.train.optim import OptimConfig
-    from visgen.train.workdir import save_config
+    from visgen.tasks.run import train_config
 
     config = load_config_file(spec)
     with config.unlocked():
@@ -68,14 +64,7 @@ def _train(
         if steps:
             config.train.steps = steps
         config.update(overrides)
-    save_config(workdir, config)
-    result = train(
-        make_task(config),
-        workdir,
-        TrainConfig(**config.train),
-        DataConfig(**config.data),
-        OptimConfig(**config.optim),
-    )
+    result = train_config(config, workdir)
     if result.stopped_by:
         print(f"demo interrupted ({result.stopped_by}); run it again to resume")
         return False
@@ -87,7 +76,7 @@ def _final_eval(workdir: str, png_path: str, task: str) -> dict:
     preview, re-run only if the run did not leave them."""
     from PIL import Image
 
-    from evals.recon import evaluate_workdir
+    from visgen.evaluation import evaluate_workdir
     from visgen.train.workdir import load_config
 
     step = load_config(workdir).train.steps
@@ -127,10 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from evals import fid as fid_cli
     from launch import sample as sample_cli
     from visgen.data import ensure_built
     from visgen.data.shapes import SHAPE_KINDS
+    from visgen.evaluation import (
+        DEFAULT_ALPHAS,
+        generation_fid,
+        load_features,
+        load_labels,
+        load_samples,
+        workdir_fid,
+    )
     from visgen.runtime import enable_compilation_cache
     from visgen.train.workdir import load_config
 
@@ -192,16 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     if sample_cli.main(argv) != 0:
         return 1
     os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples.png"))
-    if generator_config.get("causal_window", False):
-        print("      (no SJD: a causal window head draws a window's tokens one after another)")
+    try:
+        sjd = sample_cli.run([*argv, "--method", "sjd"])
+    except sample_cli.UsageError as e:
+        print(f"      (no SJD: {e})")
     else:
-        if sample_cli.main([*argv, "--method", "sjd"]) != 0:
-            return 1
         os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples_sjd.png"))
-        with open(os.path.join(samples, "stats.json")) as f:
-            metrics["sjd_sampling"] = sjd = json.load(f)
-        per_step = generator_config.get("shuffle_window", 1) ** 2  # tokens per AR step
-        steps = sjd["tokens_generated"] // sjd["num"] // per_step
+        metrics["sjd_sampling"] = sjd
+        steps = sjd["steps_per_sample"]
+        per_step = sjd["tokens_generated"] // sjd["num"] // steps  # tokens per AR step
         print(
             f"      SJD step compression {sjd['step_compression']:.2f}: "
             f"{sjd['forward_passes']} forward passes for {steps} steps of {per_step} "
@@ -216,16 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(samples, "stats.json")) as f:
         metrics["sampling"] = json.load(f)
     gfid, pfid = os.path.join(out, "fid.json"), os.path.join(out, "pfid.json")
-    common = ["--features", "shapes", "--data-dir", data_dir]
+    features = load_features("shapes")
     npz = os.path.join(samples, "samples.npz")
-    ref = ["--ref-dataset", "shapes", "--ref-split", "test"]
-    if fid_cli.main(["gfid", "--samples", npz, *ref, *common, "--out", gfid]) != 0:
-        return 1
-    if fid_cli.main(["pfid", "--workdir", tokenizer, *common, "--out", pfid]) != 0:
-        return 1
+    images = load_samples(npz)
+    metrics["fid"] = generation_fid(
+        images,
+        features,
+        samples_name=npz,
+        labels=load_labels(npz, len(images)),
+        ref_dataset="shapes",
+        ref_split="test",
+        data_dir=data_dir,
+    )
+    metrics["pfid"] = workdir_fid(tokenizer, features, data_dir=data_dir, alphas=DEFAULT_ALPHAS)
     for name, path in (("fid", gfid), ("pfid", pfid)):
-        with open(path) as f:
-            metrics[name] = json.load(f)
+        with open(path, "w") as f:
+            f.write(json.dumps(metrics[name], indent=2) + "\n")
     rec = metrics["pfid"]
     print(
         f"      samples: FID {metrics['fid']['fid']:.1f}, the requested class in "

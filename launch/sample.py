@@ -10,16 +10,20 @@ Writes into `DIR`: `samples.png` (a grid; one row per class when classes
 cycle), `samples.npz` (`images` uint8 `[N, H, W, 3]` as `python -m evals.fid`
 reads them, and `labels`, or for text the `prompt`), `stats.json` (seconds
 and images/s, both including the first batch's compilation; forward passes;
-tokens; the step compression: plain AR's forward passes, one per token or
-per Token-Shuffle window, over this run's) and, with `--png`, one PNG per
-sample. `--method sjd` samples with speculative Jacobi decoding
+tokens; the step compression: plain AR's forward passes, one per step (a
+token, or a Token-Shuffle window), over this run's) and, with `--png`, one
+PNG per sample. `--method sjd` samples with speculative Jacobi decoding
 (`visgen.sampling.sjd`: the same distribution in fewer forward passes);
 `stats.json` then also reports the accepted drafts per pass and the window
 and draft initialisation used (`--sjd-init` defaults to the layout's best).
-`--coupled-windows` (a Token-Shuffle generator's config may default to it)
-draws each window's tokens with one shared Gumbel vector
-(`visgen.sampling.sample_window`); SJD draws them independently, so with
-`--method sjd` a config's default is turned off and the flag is refused.
+A method refuses a head that lacks what it needs (`visgen.sampling.require`:
+SJD needs exact per-token probabilities, so not a causal window head).
+Sampling defaults come from the generator's config (`config.sample`); the
+flags override them, and `--top-k`, `--top-p` and `--coupled-windows` are
+the head's own options (`--coupled-windows`, Token-Shuffle heads only: one
+shared Gumbel vector per window). A config default the method cannot use
+(a coupled-window default under SJD) falls back to the head's default; a
+flag it cannot use is refused.
 Without a class option the samples cycle through every class. A
 text-conditional generator (`configs/ar.py:...,text`) takes `--prompt`
 instead: the caption is encoded by the text encoder its config names
@@ -39,7 +43,7 @@ import numpy as np
 
 from visgen.sampling.guidance import SCHEDULES
 
-METHODS = ("ar", "sjd")
+METHODS = ("ar", "sjd")  # the keys of `visgen.sampling.METHODS`
 
 
 class UsageError(Exception):
@@ -125,33 +129,45 @@ def _grid_rows(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.concatenate([images, blank]).reshape(rows, per_row, *images.shape[1:])
 
 
-def _options(args, config):
-    from visgen.sampling import SampleOptions
-    from visgen.tasks.generator import sample_settings
+# Flags that override `config.sample`, and the option each sets.
+OPTION_FLAGS = {
+    "cfg": "cfg_scale",
+    "cfg_schedule": "cfg_schedule",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "temperature": "temperature",
+    "coupled_windows": "coupled",
+}
 
-    values = sample_settings(config)
-    for key, given in (
-        ("cfg_scale", args.cfg),
-        ("cfg_schedule", args.cfg_schedule),
-        ("top_k", args.top_k),
-        ("top_p", args.top_p),
-        ("temperature", args.temperature),
-        ("coupled_windows", args.coupled_windows),
-    ):
-        if given is not None:
-            values[key] = given
-    if args.method == "sjd" and values.get("coupled_windows"):
-        if args.coupled_windows:
-            raise UsageError(
-                "--coupled-windows is a plain-AR option: SJD tests each token of a window "
-                "on its own, so it draws them independently"
-            )
-        # The config's default for plain AR; SJD draws the window's tokens independently.
-        values["coupled_windows"] = False
+
+def _options(args, config):
+    """`SampleOptions` from the config's defaults and the flags; a bad value is a UsageError."""
+    from visgen.tasks.generator import config_sample_options
+
+    flags = {option: getattr(args, flag) for flag, option in OPTION_FLAGS.items()}
     try:
-        return SampleOptions(**values)
+        return config_sample_options(config, **flags)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _fit_to_method(options, head, capability: str | None, args):
+    """Resets config defaults of the head's options that deny `capability` to the head's own
+    defaults, one option at a time; options given as flags are never changed (the sampler's
+    capability check then refuses them)."""
+    import dataclasses
+
+    if capability is None or capability in head.capabilities(options.head_options(head)):
+        return options
+    explicit = {option for flag, option in OPTION_FLAGS.items() if getattr(args, flag) is not None}
+    defaults = head.Options()
+    for field in dataclasses.fields(defaults):
+        if field.name in explicit:
+            continue
+        trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
+        if capability in head.capabilities(trial):
+            return dataclasses.replace(options, head=trial)
+    return options
 
 
 # Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD).
@@ -161,13 +177,14 @@ COUNTS = ("forward_passes", "accepted_drafts", "verify_passes")
 def _sampler(args, layout: tuple[int, ...]):
     """`(model, cond, rng, options) -> (tokens, stats)` for `--method`, and the SJD
     settings (`{}` for plain AR); a bad SJD init for `layout` (the generator's
-    `fused_layout`, the layout of its steps) is a UsageError."""
+    `step_layout`) is a UsageError."""
     import functools
 
-    from visgen.sampling import DEFAULT_WINDOW, check_sjd_args, default_init, sample, sample_sjd
+    from visgen.sampling import DEFAULT_WINDOW, METHODS, check_sjd_args, default_init
 
+    sampler = METHODS[args.method][0]
     if args.method == "ar":
-        return sample, {}
+        return sampler, {}
     settings = {
         "window": DEFAULT_WINDOW if args.sjd_window is None else args.sjd_window,
         "init": args.sjd_init or default_init(layout),
@@ -176,7 +193,7 @@ def _sampler(args, layout: tuple[int, ...]):
         check_sjd_args(layout, **settings)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return functools.partial(sample_sjd, **settings), settings
+    return functools.partial(sampler, **settings), settings
 
 
 def _pass_stats(totals: dict, batches: int, batch: int, num_steps: int, sjd: bool) -> dict:
@@ -220,11 +237,6 @@ def run(argv=None) -> dict:
             f"{args.workdir} is a {config.get('task')!r} workdir, not a generator's "
             "(train one with configs/ar.py)"
         )
-    if args.method == "sjd" and config.generator.get("causal_window", False):
-        raise UsageError(
-            "--method sjd tests a window's tokens each on its own; this generator's causal "
-            "window head draws them one after another: use --method ar"
-        )
     num_classes = int(config.generator.get("num_classes", 0))
     text = "text_encoder" in config
     if args.prompt is not None and not text:
@@ -245,8 +257,8 @@ def run(argv=None) -> dict:
 
     from visgen.data import to_uint8
     from visgen.runtime import enable_compilation_cache
+    from visgen.tasks.restore import load_trained
     from visgen.train.progress import progress_bar
-    from visgen.train.workdir import load_trained
     from visgen.train.writer import image_grid, save_png
 
     enable_compilation_cache()
@@ -255,7 +267,17 @@ def run(argv=None) -> dict:
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
 
-    sampler, sjd = _sampler(args, model.generator.fused_layout)
+    from visgen.sampling import METHODS, UnsupportedHead, require
+
+    generator = model.generator
+    capability = METHODS[args.method][1]
+    options = _fit_to_method(options, generator.head, capability, args)
+    if capability is not None:
+        try:
+            require(generator.head, options, capability, f"--method {args.method}")
+        except UnsupportedHead as e:
+            raise UsageError(f"{e}: use --method ar") from None
+    sampler, sjd = _sampler(args, generator.step_layout)
     decode = nnx.jit(lambda m, t: task.decode(m, t))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)
@@ -291,9 +313,10 @@ def run(argv=None) -> dict:
         "seconds": seconds,
         "images_per_s": args.num / seconds,
         "tokens_generated": int(args.num * model.generator.num_tokens),
+        "steps_per_sample": int(model.generator.num_steps),
         **_pass_stats(totals, batches, batch, model.generator.num_steps, bool(sjd)),
         "method": args.method,
-        "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
+        "options": options.to_dict(),
         "seed": args.seed,
     }
     if text:

@@ -45,25 +45,11 @@ def main(argv) -> int:
         jax.distributed.initialize()
     enable_compilation_cache()
 
-    from visgen.data import DataConfig
-    from visgen.tasks import make_task
-    from visgen.train.loop import NonFiniteError, TrainConfig, train
-    from visgen.train.optim import OptimConfig
-    from visgen.train.workdir import save_config
+    from visgen.tasks.run import train_config
+    from visgen.train.loop import NonFiniteError
 
-    config = _CONFIG.value
-    workdir = _WORKDIR.value
-    if jax.process_index() == 0:
-        save_config(workdir, config)
     try:
-        task = make_task(config)
-        train(
-            task,
-            workdir,
-            TrainConfig(**config.train),
-            DataConfig(**config.data),
-            OptimConfig(**config.optim),
-        )
+        train_config(_CONFIG.value, _WORKDIR.value)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -69,17 +69,23 @@ def tokenizer_workdir(tmp_path_factory, shapes_dir, launcher_env) -> str:
     return workdir
 
 
-def random_ar_model(**kwargs):
-    """A class-conditional `ARTransformer` (10 classes) with numpy random weights
-    (std 0.1, norm scales near 1) on abstractly evaluated shapes: no initialiser to compile."""
+def random_ar_model(*, vocab_size: int, layout: tuple[int, ...], **kwargs):
+    """A class-conditional `ARGenerator` (10 classes) over discrete tokens (`vocab_size`
+    ids on `layout`) with numpy random weights (std 0.1, norm scales near 1) on
+    abstractly evaluated shapes: no initialiser to compile. `kwargs` go to `ARGenerator`
+    (`head`, trunk sizes, ...)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
-    from visgen.generators import ARTransformer
+    from visgen.generators import ARGenerator
+    from visgen.token_spec import TokenSpec
 
-    abstract = nnx.eval_shape(lambda: ARTransformer(num_classes=10, rngs=nnx.Rngs(0), **kwargs))
+    spec = TokenSpec(kind="discrete", layout=tuple(layout), vocab_size=vocab_size, channels=8)
+    abstract = nnx.eval_shape(
+        lambda: ARGenerator(spec=spec, num_classes=10, rngs=nnx.Rngs(0), **kwargs)
+    )
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(0)
 

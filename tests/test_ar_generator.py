@@ -1,4 +1,4 @@
-"""Tests for the AR transformer: RoPE tables, KV-cache decoding, conditioning, training.
+"""Tests for the AR generator: RoPE tables, KV-cache decoding, conditioning, training.
 
 Tiny models only (width 32, depth 1-2, 2 heads, 64 codes, at most 16 tokens)
 with numpy random weights, so XLA compile time dominates: each test compiles
@@ -15,24 +15,51 @@ import optax
 import pytest
 from flax import nnx
 
-from visgen.generators import AR_SIZES, GENERATORS, ARTransformer, Head, make_generator
+from visgen.generators import (
+    AR_SIZES,
+    GENERATORS,
+    ARGenerator,
+    CategoricalHead,
+    CategoricalOptions,
+    Head,
+    make_generator,
+)
 from visgen.nn.llama import swiglu_hidden
 from visgen.nn.rope import apply_rope, rope_table
 from visgen.sampling import SampleOptions, sample
+from visgen.token_spec import TokenSpec
 
-TINY = dict(vocab_size=64, width=32, depth=2, heads=2, mlp_multiple_of=32)
+VOCAB = 64
+TINY = dict(width=32, depth=2, heads=2, mlp_multiple_of=32)
 TEXT_LEN, TEXT_DIM = 3, 16
 
 
+def spec(layout, vocab_size: int = VOCAB) -> TokenSpec:
+    """Discrete tokens: `vocab_size` ids on `layout`."""
+    return TokenSpec(kind="discrete", layout=tuple(layout), vocab_size=vocab_size, channels=8)
+
+
+def shuffle_head(window: int = 2, causal: bool = False, **kwargs) -> dict:
+    """The `token_shuffle` head's config: `s x s` windows, independent or causal."""
+    return {"name": "token_shuffle", "window": window, "causal": causal, **kwargs}
+
+
 def _build(
-    cond: str = "class", layout=(4, 4), *, seed: int = 0, cls=ARTransformer, **kwargs
-) -> ARTransformer:
-    """A tiny `cls` model with numpy random weights (std 0.1, norm scales near 1).
+    cond: str = "class",
+    layout=(4, 4),
+    *,
+    seed: int = 0,
+    cls=ARGenerator,
+    vocab_size: int = VOCAB,
+    **kwargs,
+) -> ARGenerator:
+    """A tiny `cls` model over `vocab_size` ids on `layout` with numpy random weights
+    (std 0.1, norm scales near 1); `kwargs` go to `cls` (`head`, trunk sizes, ...).
 
     Shapes come from abstract evaluation, so no initialiser is compiled; the
     real initialisation is tested once, in the training test.
     """
-    kwargs = {**TINY, "layout": layout, **kwargs}
+    kwargs = {**TINY, "spec": spec(layout, vocab_size), **kwargs}
     if cond == "class":
         kwargs.setdefault("num_classes", 10)
     else:
@@ -47,16 +74,17 @@ def _build(
     return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
 
 
-def _cond(model: ARTransformer, batch: int, seed: int = 0) -> jax.Array:
+def _cond(model: ARGenerator, batch: int, seed: int = 0) -> jax.Array:
     rng = np.random.default_rng(seed)
     if model.num_classes:
         return jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32)
     return jnp.asarray(rng.normal(size=(batch, TEXT_LEN, TEXT_DIM)), jnp.float32)
 
 
-def _tokens(model: ARTransformer, batch: int, seed: int = 1) -> jax.Array:
+def _tokens(model: ARGenerator, batch: int, seed: int = 1) -> jax.Array:
     rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.integers(0, model.vocab_size, (batch, model.num_tokens)), jnp.int32)
+    shape = (batch, model.num_tokens)
+    return jnp.asarray(rng.integers(0, model.spec.vocab_size, shape), jnp.int32)
 
 
 # --- RoPE -----------------------------------------------------------------------------
@@ -126,8 +154,7 @@ def test_sizes_and_registry():
     abstract = nnx.eval_shape(
         lambda: make_generator(
             "ar",
-            vocab_size=16384,
-            layout=(16, 16),
+            spec=spec((16, 16), 16384),
             width=width,
             depth=depth,
             heads=heads,
@@ -135,14 +162,18 @@ def test_sizes_and_registry():
             rngs=nnx.Rngs(0),
         )
     )
-    assert isinstance(abstract, ARTransformer) and isinstance(abstract.head, Head)
+    assert isinstance(abstract, ARGenerator) and isinstance(abstract.head, Head)
+    # The default head is categorical: one token per step.
+    assert isinstance(abstract.head, CategoricalHead) and abstract.head_name == "categorical"
+    assert abstract.tokens_per_step == 1 and abstract.num_steps == abstract.num_tokens == 256
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     assert 110e6 < params < 112e6, params
     # Fused QKV, SwiGLU hidden rounded to a multiple of 256, null class row, no biases.
-    block = abstract.layers[0]
+    block = abstract.trunk.layers[0]
     assert block.attention.wqkv.kernel.shape == (768, 3 * 768)
     assert block.feed_forward.w1.kernel.shape == (768, 2048)
-    assert abstract.cond_embed.embedding.embedding.shape == (1001, 768)
+    assert abstract.condition.embedding.embedding.shape == (1001, 768)
+    assert abstract.head.classifier.output.kernel.shape == (768, 16384)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(nnx.state(abstract))]
     assert not any("bias" in p for p in paths)
     assert GENERATORS.names() == ["ar"]
@@ -151,22 +182,29 @@ def test_sizes_and_registry():
 
 
 def _full_and_cached(model, tokens, cond, chunk: bool):
-    """Teacher-forced logits; the same from prefill + one-token decode steps; a 2-token chunk."""
-    full = model(tokens, cond)
+    """Teacher-forced logits; the same from prefill + one-token decode steps; a 2-token chunk.
+
+    The cached methods speak steps `[B, n, 1]` (one token each) and return the head's
+    inputs; the head's logits are `[..., 1, V]`."""
+    full = model.logits(tokens, cond)
     b, n = tokens.shape
-    logits0, prefilled = model.prefill(cond, model.init_cache(b))
+    steps = model.embedding.to_steps(tokens)  # [B, N, 1]
+    hidden0, prefilled = model.prefill(cond, model.init_cache(b))
+    logits0 = model.head.logits(hidden0[:, None])[:, 0]  # [B, 1, V]
 
     def step(i, carry):
         out, cache = carry
-        logits, cache = model.decode_step(jax.lax.dynamic_slice_in_dim(tokens, i, 1, 1), i, cache)
+        hidden, cache = model.decode_step(jax.lax.dynamic_slice_in_dim(steps, i, 1, 1), i, cache)
+        logits = model.head.logits(hidden)[:, :, 0]  # [B, 1, V]
         return jax.lax.dynamic_update_slice_in_dim(out, logits, i + 1, axis=1), cache
 
-    out = jnp.zeros_like(full).at[:, 0].set(logits0)
+    out = jnp.zeros_like(full).at[:, 0].set(logits0[:, 0])
     cached, _ = jax.lax.fori_loop(0, n - 1, step, (out, prefilled))
     if not chunk:
         return full, cached, None
     # Decoding tokens 0 and 1 together predicts tokens 1 and 2.
-    return full, cached, model.decode_step(tokens[:, :2], 0, prefilled)[0]
+    chunk_hidden, _ = model.decode_step(steps[:, :2], 0, prefilled)
+    return full, cached, model.head.logits(chunk_hidden)[:, :, 0]
 
 
 @pytest.mark.parametrize(
@@ -193,12 +231,13 @@ def test_bf16_compute_tracks_float32():
     # A 3D (t, h, w) layout with an unrotated (not zeroed) prefix, in bf16 and float32.
     kwargs = dict(layout=(2, 2, 4), zero_cond_rope=False, depth=1)
     bf16, f32 = _build(dtype=jnp.bfloat16, **kwargs), _build(**kwargs)  # the same weights
-    assert bf16.layers[0].attention.wqkv.kernel.dtype == jnp.float32
+    assert bf16.trunk.layers[0].attention.wqkv.kernel.dtype == jnp.float32
     tokens, c = _tokens(f32, 2), _cond(f32, 2)
 
     def both(bf16, f32):
-        logits, cache = bf16.prefill(c, bf16.init_cache(2))
-        return bf16(tokens, c), f32(tokens, c), logits, cache[0]["k"]
+        hidden, cache = bf16.prefill(c, bf16.init_cache(2))
+        logits = bf16.head.logits(hidden[:, None])[:, 0, 0]
+        return bf16.logits(tokens, c), f32.logits(tokens, c), logits, cache[0]["k"]
 
     low, high, prefill, cached_keys = nnx.jit(both)(bf16, f32)
     assert low.dtype == prefill.dtype == jnp.float32 and cached_keys.dtype == jnp.bfloat16
@@ -217,12 +256,12 @@ def test_label_dropout_rate_and_null_condition():
         drop = model.condition_drop(20000, jax.random.key(0, impl="unsafe_rbg"))
         prefix = model.embed_condition(jnp.zeros((2,), jnp.int32), drop=jnp.array([True, False]))
         text_prefix = text_model.embed_condition(text, drop=jnp.array([True, False]))
-        null_text = text_model.cond_embed(text_model.cond_embed.null[None])
+        null_text = text_model.condition(text_model.condition.null[None])
         return drop, prefix, text_prefix, null_text
 
     drop, prefix, text_prefix, null_text = embed(model, text_model)
     assert abs(float(jnp.mean(drop)) - 0.1) < 0.01
-    table = model.cond_embed.embedding.embedding[...]
+    table = model.condition.embedding.embedding[...]
     np.testing.assert_array_equal(prefix[0, 0], table[10])  # the null class
     np.testing.assert_array_equal(prefix[1, 0], table[0])
     # Dropped text is the learned null embedding through the same projection.
@@ -231,7 +270,7 @@ def test_label_dropout_rate_and_null_condition():
 
 
 def train_losses(
-    model: ARTransformer, tokens: jax.Array, cond: jax.Array, *, norms_at: int, steps: int = 15
+    model: ARGenerator, tokens: jax.Array, cond: jax.Array, *, norms_at: int, steps: int = 15
 ) -> tuple[list[float], dict[str, float]]:
     """Adam (lr 1e-2) on `model.loss` with dropout: the losses of `steps` steps and every
     parameter's gradient norm at step `norms_at`."""
@@ -254,21 +293,28 @@ def train_losses(
     return losses, norms
 
 
+def _losses_three_ways(model, tokens, cond):
+    """Cross-entropy from `logits` `[B, N]`, `token_losses` `[B, N]` and the mean `loss`."""
+    logits = model.logits(tokens, cond)
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
+    return ce, model.token_losses(tokens, cond), model.loss(tokens, cond)
+
+
 def test_text_training_reduces_loss_and_samples():
     # LlamaGen's real initialisation (zero head) and dropouts (0.1 token, residual, condition).
     with jax.default_prng_impl("unsafe_rbg"):
         model = nnx.jit(
-            lambda: ARTransformer(
-                layout=(8,),
+            lambda: ARGenerator(
+                spec=spec((8,)),
                 text_dim=TEXT_DIM,
                 cls_token_num=TEXT_LEN,
                 rngs=nnx.Rngs(0),
                 **{**TINY, "depth": 1},
             )
         )()
-    np.testing.assert_array_equal(model.head.output.kernel[...], 0.0)
-    assert 0.017 < float(jnp.std(model.tok_embeddings.embedding[...])) < 0.023
-    assert 0.2 < float(jnp.std(model.cond_embed.null[...])) < 0.3  # randn / sqrt(16)
+    np.testing.assert_array_equal(model.head.classifier.output.kernel[...], 0.0)
+    assert 0.017 < float(jnp.std(model.embedding.token_embed.table.embedding[...])) < 0.023
+    assert 0.2 < float(jnp.std(model.condition.null[...])) < 0.3  # randn / sqrt(16)
     tokens, text = _tokens(model, 4), _cond(model, 4)
     # Once the zero head has moved, every parameter learns (the null text
     # embedding only when dropout drew it).
@@ -276,8 +322,14 @@ def test_text_training_reduces_loss_and_samples():
     assert all(n > 0 for k, n in norms.items() if "null" not in k), norms
     np.testing.assert_allclose(losses[0], np.log(64), rtol=1e-5)  # the zero head: uniform
     assert losses[-1] < 0.7 * losses[0], losses
+    # Evaluation's per-token losses are the cross-entropies of the teacher-forced logits,
+    # in raster order, and their mean is the loss.
+    ce, per_token, loss = nnx.jit(_losses_three_ways)(model, tokens, text)
+    assert per_token.shape == (4, 8) and per_token.dtype == jnp.float32
+    np.testing.assert_allclose(per_token, ce, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, ce.mean(), rtol=1e-5)
     # Guided sampling with a text prefix runs and gives valid ids.
-    options = SampleOptions(cfg_scale=2.0, top_k=8)
+    options = SampleOptions(cfg_scale=2.0, head=CategoricalOptions(top_k=8))
     ids, stats = sample(model, text[:2], jax.random.key(0, impl="unsafe_rbg"), options)
     assert ids.shape == (2, 8) and ids.dtype == jnp.int32
     assert int(ids.min()) >= 0 and int(ids.max()) < 64
@@ -286,17 +338,23 @@ def test_text_training_reduces_loss_and_samples():
 
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match="exactly one of"):
-        ARTransformer(layout=(4,), num_classes=10, text_dim=8, rngs=nnx.Rngs(0), **TINY)
+        ARGenerator(spec=spec((4,)), num_classes=10, text_dim=8, rngs=nnx.Rngs(0), **TINY)
     with pytest.raises(ValueError, match="exactly one of"):
-        ARTransformer(layout=(4,), rngs=nnx.Rngs(0), **TINY)
+        ARGenerator(spec=spec((4,)), rngs=nnx.Rngs(0), **TINY)
     with pytest.raises(ValueError, match="layout"):
-        ARTransformer(layout=(2, 2, 2, 2), num_classes=10, rngs=nnx.Rngs(0), **TINY)
+        ARGenerator(spec=spec((2, 2, 2, 2)), num_classes=10, rngs=nnx.Rngs(0), **TINY)
     with pytest.raises(ValueError, match="head_dim"):
-        ARTransformer(layout=(2, 2, 2), num_classes=10, **{**TINY, "heads": 8}, rngs=nnx.Rngs(0))
+        ARGenerator(spec=spec((2, 2, 2)), num_classes=10, **{**TINY, "heads": 8}, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="generator.head needs a name"):
+        ARGenerator(spec=spec((4,)), head={}, num_classes=10, rngs=nnx.Rngs(0), **TINY)
+    with pytest.raises(KeyError, match="unknown head 'gmm'; valid names: categorical"):
+        ARGenerator(spec=spec((4,)), head={"name": "gmm"}, num_classes=10, rngs=nnx.Rngs(0), **TINY)
     model = nnx.eval_shape(lambda: _build("text"))
     with pytest.raises(ValueError, match=r"text embeddings must be \[B, 3, 16\]"):
         model.embed_condition(jnp.zeros((2, 4, 16)))
-    with pytest.raises(ValueError, match="the layout"):
-        model(jnp.zeros((2, 17), jnp.int32), jnp.zeros((2, 3, 16)))
+    # Teacher forcing takes all the tokens of the layout: no more, and no prefixes.
+    for n in (17, 8):
+        with pytest.raises(ValueError, match=r"takes all 16 tokens of layout \(4, 4\), got"):
+            model.logits(jnp.zeros((2, n), jnp.int32), jnp.zeros((2, 3, 16)))
     with pytest.raises(ValueError, match="needs an rng"):
-        model(jnp.zeros((2, 16), jnp.int32), jnp.zeros((2, 3, 16)), train=True)
+        model.loss(jnp.zeros((2, 16), jnp.int32), jnp.zeros((2, 3, 16)), train=True)

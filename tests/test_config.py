@@ -1,8 +1,17 @@
-"""Config variants and their errors."""
+"""Config variants and their errors; reading a config file stays light."""
+
+import glob
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 
 from visgen.config import load_config_file, parse_variant
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+HEAVY = ("orbax", "grain", "tensorflow_datasets")
 
 
 def test_parse_variant_types_and_flags():
@@ -30,3 +39,19 @@ def test_titok_variants(variant, tokens, width):
 def test_titok_video_variant():
     config = load_config_file("configs/titok.py:tiny,video=8")
     assert config.data.name == "shapes_video" and config.tokenizer.num_frames == 8
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_reading_a_config_file_imports_no_checkpointing_or_data_pipeline(path):
+    # A fresh interpreter: this one has long imported everything.
+    code = (
+        "import sys\n"
+        "from visgen.config import load_config_file\n"
+        f"load_config_file({os.path.relpath(path, REPO) + ':tiny'!r})\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

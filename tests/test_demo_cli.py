@@ -24,10 +24,14 @@ def test_every_demo_generator_fits_its_tokenizer():
     for name, module in (("titok", titok), ("vq2d", vq2d)):
         generator = load_config_file(demo.GENERATORS[name]).generator
         tokenizer = module.get_config("tiny").tokenizer
-        # vq2d's 16 x 16 grid is fused in 2 x 2 windows; TiTok's 1D tokens are not.
-        window = generator.shuffle_window
+        # vq2d's 16 x 16 grid is fused in 2 x 2 windows (a causal window head); TiTok's 1D
+        # tokens are not (one token per step).
+        head = generator.head
+        assert head.name == ("token_shuffle" if name == "vq2d" else "categorical")
+        window = head.get("window", 1)
         assert window == (2 if name == "vq2d" else 1)
         if name == "vq2d":
+            assert head.causal
             assert (tokenizer.image_size // tokenizer.patch_size) % window == 0
 
 

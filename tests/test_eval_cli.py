@@ -22,6 +22,7 @@ from conftest import REPO
 
 from evals import fid
 from evals.train_features import load_split
+from visgen.evaluation import load_features, nearest_codes, perturb_tokens
 from visgen.metrics.fid import save_stats, stats_from_features
 
 TOKENIZER_STEPS = 200
@@ -68,7 +69,8 @@ def vq_workdir(tmp_path_factory, digits_dir) -> str:
 
     workdir = str(tmp_path_factory.mktemp("vq2d"))
     config = _config("configs/vq2d.py:tiny,data=digits", digits_dir, TOKENIZER_STEPS)
-    config.tokenizer.update(width=32, depth=1, heads=2, codebook_size=64, patch_size=4)
+    config.tokenizer.update(width=32, depth=1, heads=2, patch_size=4)
+    config.tokenizer.quantizer.codebook_size = 64
     save_config(workdir, config)
     task = make_task(config)
     tx = make_optimizer(OptimConfig(**config.optim), TOKENIZER_STEPS)
@@ -122,13 +124,13 @@ def _cli(capsys, *args: str):
 def test_perturbation_identity_full_replacement_and_rate():
     rng = np.random.default_rng(0)
     codes = rng.normal(size=(50, 6)).astype(np.float32)
-    neighbours = fid.nearest_codes(codes, 7, chunk=16)  # chunks overlap at the end
+    neighbours = nearest_codes(codes, 7, chunk=16)  # chunks overlap at the end
     dist = ((codes[:, None].astype(np.float64) - codes[None]) ** 2).sum(-1)
     np.fill_diagonal(dist, np.inf)
     np.testing.assert_array_equal(neighbours, np.argsort(dist, axis=1)[:, :7])
-    assert fid.nearest_codes(codes[:5], 100).shape == (5, 4)  # delta clipped to K - 1
+    assert nearest_codes(codes[:5], 100).shape == (5, 4)  # delta clipped to K - 1
 
-    perturb = jax.jit(fid.perturb_tokens)
+    perturb = jax.jit(perturb_tokens)
     tokens = rng.integers(0, 50, (8, 4, 4), dtype=np.int32)
     key = jax.random.PRNGKey(2)
     np.testing.assert_array_equal(perturb(tokens, neighbours, 0.0, key), tokens)
@@ -224,7 +226,7 @@ def test_gfid_of_a_split_against_itself_is_zero(capsys, tmp_path, shapes_dir):
     )
     assert rc == 0, err
     assert abs(from_images["fid"]) < 1e-3 and from_images["reference"]["count"] == 64
-    features = fid.load_features("shapes")
+    features = load_features("shapes")
     feats, _ = features(features.state, images.astype(np.float32))
     stats = str(tmp_path / "stats.npz")
     save_stats(stats, *stats_from_features(np.asarray(feats)))

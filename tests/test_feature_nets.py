@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from evals import train_features
-from evals.fid import WEIGHTS_DIR, load_features
+from visgen.evaluation import WEIGHTS_DIR, load_features
 from visgen.metrics.classifier import FeatureNet, load_feature_net, save_feature_net
 from visgen.nn.frozen import Frozen
 

@@ -65,6 +65,12 @@ def test_sample_cli_writes_grid_npz_and_stats(generator_workdir, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     # Two batches of 32 tokens: one forward pass per token each.
     assert stats["forward_passes"] == 2 * 32 and stats["tokens_generated"] == 6 * 32
+    assert stats["steps_per_sample"] == 32
+    # The options as flat keys: the shared ones and the categorical head's own.
+    assert stats["options"] == {
+        "temperature": 1.0, "cfg_scale": 2.0, "cfg_schedule": "constant",
+        "cfg_interval": None, "top_k": 0, "top_p": 1.0,
+    }  # fmt: skip
     assert stats["method"] == "ar" and stats["step_compression"] == 1.0
     assert len(list(out.glob("sample_*.png"))) == 6 and (out / "samples.png").is_file()
     # The same seed reproduces the same images.
@@ -97,7 +103,9 @@ def test_sample_cli_sjd_reports_compression(generator_workdir, tmp_path, capsys)
         (["--classes", "0,x"], "comma-separated integers"),
         (["--prompt", "a red circle"], "--prompt needs a text-conditional generator"),
         (["--top-p", "0"], "top_p must be in"),
-        (["--method", "sjd", "--coupled-windows"], "--coupled-windows is a plain-AR option"),
+        # Coupled windows are a Token-Shuffle head's option; this generator's head is categorical.
+        (["--coupled-windows"], "unknown sampling option 'coupled'"),
+        (["--method", "sjd", "--coupled-windows"], "unknown sampling option 'coupled'"),
     ],
 )
 def test_sample_cli_bad_input(generator_workdir, tmp_path, capsys, extra, message):

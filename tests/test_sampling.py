@@ -11,23 +11,15 @@ import pytest
 from conftest import random_ar_model
 from flax import nnx
 
-from visgen.generators import ARTransformer
-from visgen.sampling import (
-    SampleOptions,
-    ar,
-    filter_logits,
-    guidance_scale,
-    guide,
-    sample,
-    sample_no_cache,
-    sample_window,
-)
+from visgen.generators import ARGenerator, CategoricalOptions, guide
+from visgen.generators.categorical import draw_step, filter_logits
+from visgen.sampling import SampleOptions, ar, guidance_scale, sample, sample_no_cache
 
 N = 16
 
 
 @pytest.fixture(scope="module")
-def model() -> ARTransformer:
+def model() -> ARGenerator:
     return random_ar_model(
         vocab_size=64, layout=(4, 4), width=32, depth=1, heads=2, mlp_multiple_of=32
     )
@@ -140,7 +132,7 @@ def test_no_cache_loop_cut_to_its_first_steps(model):
 
 def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
     """Greedy decoding by full teacher-forced forwards, one host step per token."""
-    forward = nnx.jit(lambda m, t, c, d: m(t, c, drop=d))
+    forward = nnx.jit(lambda m, t, c, d: m.logits(t, c, drop=d))
     b = labels.shape[0]
     tokens = np.zeros((b, N), np.int32)
     keep, null = jnp.zeros((b,), bool), jnp.ones((b,), bool)
@@ -157,11 +149,16 @@ def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
 
 
 def test_top_k_1_is_greedy_with_and_without_cfg(model):
-    options = SampleOptions(top_k=1)
+    options = SampleOptions(head=CategoricalOptions(top_k=1))
     greedy, _ = sample(model, LABELS, _key(3), options)
     np.testing.assert_array_equal(greedy, _reference_greedy(model, LABELS, options))
     # Guidance with a linear ramp on the first half of the steps, none after.
-    options = SampleOptions(top_k=1, cfg_scale=3.0, cfg_schedule="linear", cfg_interval=(0, 0.5))
+    options = SampleOptions(
+        cfg_scale=3.0,
+        cfg_schedule="linear",
+        cfg_interval=(0, 0.5),
+        head=CategoricalOptions(top_k=1),
+    )
     guided, _ = sample(model, LABELS, _key(3), options)
     np.testing.assert_array_equal(guided, _reference_greedy(model, LABELS, options))
     assert not np.array_equal(guided, greedy)  # guidance changes this model's choices
@@ -182,8 +179,9 @@ def test_coupled_windows_keep_each_tokens_distribution_and_couple_equal_ones():
         [[2.0, 1.0, 0.0, -1.0], [2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0], [-1.0, 0.5, 0.2, 0.0]]
     )  # [w=4, V=4]; tokens 0 and 1 share a distribution
     logits = jnp.broadcast_to(rows, (20_000, 4, 4))  # 20,000 windows, one row each
-    coupled = np.asarray(sample_window(logits, _key(0), SampleOptions(coupled_windows=True)))
-    independent = np.asarray(sample_window(logits, _key(0), SampleOptions()))
+    plain = CategoricalOptions()
+    coupled = np.asarray(draw_step(logits, _key(0), 1.0, plain, coupled=True))
+    independent = np.asarray(draw_step(logits, _key(0), 1.0, plain))
     expected = np.asarray(jax.nn.softmax(rows, axis=-1))
     for draws in (coupled, independent):
         freq = np.stack([np.bincount(draws[:, j], minlength=4) / len(draws) for j in range(4)])
@@ -192,22 +190,26 @@ def test_coupled_windows_keep_each_tokens_distribution_and_couple_equal_ones():
     agree = expected[0] @ expected[1]  # how often independent draws agree (0.47)
     assert abs((independent[:, 0] == independent[:, 1]).mean() - agree) < 0.015
     # Top-k applies per token before the shared noise; temperature 0 is the argmax.
-    top1 = sample_window(logits[:8], _key(1), SampleOptions(coupled_windows=True, top_k=1))
+    top1 = draw_step(logits[:8], _key(1), 1.0, CategoricalOptions(top_k=1), coupled=True)
     np.testing.assert_array_equal(top1, np.broadcast_to([0, 0, 2, 1], (8, 4)))
+    greedy = draw_step(logits[:8], _key(1), 0.0, plain, coupled=True)
+    np.testing.assert_array_equal(greedy, np.broadcast_to([0, 0, 2, 1], (8, 4)))
     # One token per step (no window): the option changes nothing.
     single = logits[:64, :1]
     np.testing.assert_array_equal(
-        sample_window(single, _key(2), SampleOptions(coupled_windows=True)),
-        sample_window(single, _key(2), SampleOptions()),
+        draw_step(single, _key(2), 1.0, plain, coupled=True),
+        draw_step(single, _key(2), 1.0, plain),
     )
 
 
 def test_options_validation():
+    # Top-k and top-p are the categorical head's options, checked there.
     with pytest.raises(ValueError, match="top_p"):
-        SampleOptions(top_p=0.0)
+        CategoricalOptions(top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         SampleOptions(temperature=-1.0)
     with pytest.raises(ValueError, match="top_k"):
-        SampleOptions(top_k=-1)
+        CategoricalOptions(top_k=-1)
     assert SampleOptions(cfg_interval=[0, 1]).cfg_interval == (0.0, 1.0)
-    hash(SampleOptions(cfg_interval=(0.1, 0.5)))  # static argument of the jitted loop
+    # Static arguments of the jitted loop, the head's options included.
+    hash(SampleOptions(cfg_interval=(0.1, 0.5), head=CategoricalOptions(top_k=3, top_p=0.5)))

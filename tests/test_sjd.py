@@ -22,9 +22,11 @@ import pytest
 import scipy.stats
 from flax import nnx
 
-from visgen.generators import ARTransformer
-from visgen.sampling import SampleOptions, filter_logits, guidance_scale, guide, sample, sjd
+from visgen.generators import ARGenerator, CategoricalOptions, WindowOptions, guide
+from visgen.generators.categorical import filter_logits
+from visgen.sampling import SampleOptions, UnsupportedHead, guidance_scale, sample, sjd
 from visgen.sampling.sjd import sample_sjd
+from visgen.token_spec import TokenSpec
 
 VOCAB, LAYOUT, N = 3, (2, 3), 6
 SAMPLES = 20_000
@@ -33,9 +35,11 @@ LABEL = 1
 TRUNK = dict(width=16, depth=1, heads=2, mlp_multiple_of=16)
 
 
-def _random_model(std: float, **kwargs) -> ARTransformer:
-    """Numpy random weights (`std`; norm scales near 1) on abstractly evaluated shapes."""
-    abstract = nnx.eval_shape(lambda: ARTransformer(rngs=nnx.Rngs(0), **kwargs))
+def _random_model(std: float, *, vocab_size: int, layout, **kwargs) -> ARGenerator:
+    """`vocab_size` ids on `layout`, numpy random weights (`std`; norm scales near 1) on
+    abstractly evaluated shapes."""
+    spec = TokenSpec(kind="discrete", layout=tuple(layout), vocab_size=vocab_size, channels=8)
+    abstract = nnx.eval_shape(lambda: ARGenerator(spec=spec, rngs=nnx.Rngs(0), **kwargs))
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(0)
 
@@ -48,7 +52,7 @@ def _random_model(std: float, **kwargs) -> ARTransformer:
 
 
 @pytest.fixture(scope="module")
-def model() -> ARTransformer:
+def model() -> ARGenerator:
     """Large random weights: conditionals far from uniform and from each other."""
     return _random_model(0.5, vocab_size=VOCAB, layout=LAYOUT, num_classes=2, **TRUNK)
 
@@ -58,25 +62,28 @@ def _key(seed: int) -> jax.Array:
 
 
 @nnx.jit(static_argnames="options")
-def _exact_probs_jit(model: ARTransformer, options: SampleOptions) -> jax.Array:
-    vocab, n = model.vocab_size, model.num_tokens
+def _exact_probs_jit(model: ARGenerator, options: SampleOptions) -> jax.Array:
+    vocab, n = model.spec.vocab_size, model.num_tokens
     seqs = jnp.asarray(list(itertools.product(range(vocab), repeat=n)), jnp.int32)
     cond = jnp.full((seqs.shape[0],), LABEL, jnp.int32)
-    logits = model(seqs, cond)
+    logits = model.logits(seqs, cond)
     if options.guided:
-        uncond = model(seqs, cond, drop=jnp.ones_like(cond, bool))
+        uncond = model.logits(seqs, cond, drop=jnp.ones_like(cond, bool))
         # The schedule runs over steps: token i's step is its window's (itself unshuffled).
-        steps = model.to_raster(jnp.arange(n)[None] // model.window_tokens)[0]
+        g = model.tokens_per_step
+        step_of = (jnp.arange(n) // g).reshape(1, model.num_steps, g)
+        steps = model.embedding.from_steps(step_of)[0]
         scale = guidance_scale(
             options.cfg_schedule, options.cfg_scale, steps, model.num_steps, options.cfg_interval
         )
         logits = guide(logits, uncond, scale[:, None])
-    filtered = filter_logits(logits / options.temperature, options.top_k, options.top_p)
+    head = options.head_options(model.head)  # top-k and top-p are the head's options
+    filtered = filter_logits(logits / options.temperature, head.top_k, head.top_p)
     logp = jax.nn.log_softmax(filtered, axis=-1)
     return jnp.take_along_axis(logp, seqs[..., None], axis=-1)[..., 0]
 
 
-def _exact_probs(model: ARTransformer, options: SampleOptions) -> np.ndarray:
+def _exact_probs(model: ARGenerator, options: SampleOptions) -> np.ndarray:
     """Probability of each of the `V ** N` sequences (itertools.product order), from
     the teacher-forced conditionals after guidance, temperature and filtering."""
     picked = np.asarray(_exact_probs_jit(model, options), np.float64)
@@ -113,7 +120,7 @@ def _p_value(tokens: jax.Array, probs: np.ndarray) -> float:
 LABELS = jnp.full((SAMPLES,), LABEL, jnp.int32)
 PLAIN = SampleOptions()
 CFG = SampleOptions(cfg_scale=3.0, cfg_schedule="linear")
-TOP_K = SampleOptions(top_k=2, temperature=0.8)
+TOP_K = SampleOptions(temperature=0.8, head=CategoricalOptions(top_k=2))
 
 
 def test_test_model_is_far_from_uniform(model):
@@ -167,9 +174,10 @@ SHUFFLE_SAMPLES = 60_000
 
 
 @pytest.fixture(scope="module")
-def shuffled() -> ARTransformer:
+def shuffled() -> ARGenerator:
     """2 codes, a 2 x 6 grid fused in 2 x 2 windows: 3 steps of 4 tokens each."""
-    return _random_model(0.5, vocab_size=2, layout=(2, 6), num_classes=2, shuffle_window=2, **TRUNK)
+    head = {"name": "token_shuffle", "window": 2}
+    return _random_model(0.5, vocab_size=2, layout=(2, 6), num_classes=2, head=head, **TRUNK)
 
 
 @pytest.mark.parametrize(
@@ -195,8 +203,12 @@ def test_sjd_window_one_on_token_shuffle_is_plain_ar(shuffled):
     np.testing.assert_array_equal(tokens, ar)
     assert stats["forward_passes"] == 3 and stats["tokens_generated"] == 4 * 12
     # Plain AR's coupled windows are no product of per-token distributions to test.
-    coupled = dataclasses.replace(CFG, coupled_windows=True)
-    with pytest.raises(ValueError, match="coupled_windows is a plain-AR option"):
+    coupled = dataclasses.replace(CFG, head=WindowOptions(coupled=True))
+    with pytest.raises(
+        UnsupportedHead,
+        match=r"SJD needs exact per-token probabilities .*"
+        r"a 2 x 2 window head with coupled draws \(option coupled=True\)",
+    ):
         sample_sjd(shuffled, labels, _key(3), coupled, window=2)
 
 
@@ -212,8 +224,9 @@ def test_window_one_is_plain_ar_token_for_token(model):
 
 
 @nnx.jit
-def _fresh_cache(model: ARTransformer, labels: jax.Array, tokens: jax.Array):
-    """The cache after a prefill and `tokens` `[B, N - 1]`: `[B, 2, ...]` (conditional, null)."""
+def _fresh_cache(model: ARGenerator, labels: jax.Array, tokens: jax.Array):
+    """The cache after a prefill and steps `tokens` `[B, N - 1, 1]`: `[B, 2, ...]`
+    (conditional, null)."""
     b = labels.shape[0]
     cond, drop = jnp.concatenate([labels, labels]), jnp.arange(2 * b) >= b
     _, cache = model.prefill(cond, model.init_cache(2 * b), drop=drop)
@@ -230,7 +243,7 @@ def test_cache_after_a_rejection_equals_a_fresh_prefill(model):
     # them depend on tokens `<= i` only: positions before `c + pos - 1` (the prefix and the
     # committed tokens fed so far; the last committed token is fed by the next pass) must
     # match a fresh run, whatever stale drafts follow them.
-    fresh = _fresh_cache(model, LABELS, st.tokens[:, : N - 1, 0])
+    fresh = _fresh_cache(model, LABELS, st.tokens[:, : N - 1])
     verified = np.arange(model.max_len)[None, :] < model.prefix + pos[:, None] - 1
     for got, want in zip(st.cache, fresh, strict=True):
         for name in ("k", "v"):

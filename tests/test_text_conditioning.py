@@ -114,7 +114,7 @@ def test_text_generator_trains_and_evaluates(text_workdir):
     assert pathlib.Path(text_workdir, "images", "preview_0000002.png").is_file()
     params = pathlib.Path(text_workdir, "params.txt").read_text()
     # The encoder's length and dim shape the generator's text prefix.
-    assert "cond_embed/null" in params and "(32, 16)" in params
+    assert "condition/null" in params and "(32, 16)" in params
 
 
 @pytest.mark.slow

@@ -27,10 +27,15 @@ TINY = dict(
     depth=1,
     heads=2,
     num_tokens=8,
-    codebook_size=64,
     token_dim=4,
 )
 VIDEO = dict(num_frames=4, tubelet=2)
+# The `quantizer` section of each bottleneck the tests build.
+QUANTIZER = {
+    "vq": dict(name="vq", codebook_size=64),
+    "gaussian": dict(name="gaussian"),
+    "chain": dict(name="chain", stages=[dict(name="gaussian"), dict(name="vq", codebook_size=64)]),
+}
 
 
 def _np_normalize(x: np.ndarray) -> np.ndarray:
@@ -236,7 +241,10 @@ def test_gaussian_kl_clamp_and_sampling():
 
 def _roundtrip(model, x, rng):
     """Every forward the TiTok tests need, as one program."""
-    recon, enc = model(x, train=True, rng=rng)
+    out = model.training_step(x, rng=rng)
+    # A pixel tokenizer: the task regresses its reconstruction; its losses are the encoder's.
+    assert out.regress_pixels and out.losses.keys() == out.encoded.losses.keys()
+    recon, enc = out.recon, out.encoded
     eval_recon, eval_enc = model(x, train=False)
     ids_or_latents = eval_enc.latents if eval_enc.tokens is None else eval_enc.tokens
     return recon, enc, eval_recon, eval_enc, model.decode(ids_or_latents), model.features(x)
@@ -245,19 +253,21 @@ def _roundtrip(model, x, rng):
 _roundtrip_jit = nnx.jit(_roundtrip)
 
 
-def _build(**kwargs):
+def _build(latent: str, **kwargs):
     # RBG keys compile several times faster on CPU than threefry; init values don't matter here.
     with jax.default_prng_impl("unsafe_rbg"):
-        return make_tokenizer("titok", rngs=nnx.Rngs(0), **TINY, **kwargs)
+        return make_tokenizer(
+            "titok", rngs=nnx.Rngs(0), quantizer=QUANTIZER[latent], **TINY, **kwargs
+        )
 
 
 @pytest.fixture(scope="module")
 def models():
     """Built once: image VQ (f32 and bf16, sharing shapes) and video VAE."""
     return {
-        "image-vq": _build(latent="vq"),
-        "image-vq-bf16": _build(latent="vq", dtype=jnp.bfloat16),
-        "video-vae": _build(latent="vae", **VIDEO),
+        "image-vq": _build("vq"),
+        "image-vq-bf16": _build("vq", dtype=jnp.bfloat16),
+        "video-vae": _build("gaussian", **VIDEO),
     }
 
 
@@ -267,30 +277,38 @@ def _input(video: bool, seed: int = 1) -> jax.Array:
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
-@pytest.mark.parametrize("latent", ["vq", "vae"])
+@pytest.mark.parametrize("latent", ["vq", "gaussian", "chain"])
 def test_titok_shapes_and_dtypes(latent, video):
     # Abstract evaluation: checks every variant's shapes without compiling any.
-    model = nnx.eval_shape(lambda: _build(latent=latent, **(VIDEO if video else {})))
+    model = nnx.eval_shape(lambda: _build(latent, **(VIDEO if video else {})))
     x = _input(video)
     recon, enc, _, _, decoded, features = nnx.eval_shape(_roundtrip, model, x, jax.random.key(0))
-    vq = latent == "vq"
+    discrete = latent != "gaussian"  # the chain ends on its codebook
     assert isinstance(model, Tokenizer)
     assert model.spec.layout == (8,) and model.spec.channels == 4
-    assert model.spec.kind == ("discrete" if vq else "continuous")
-    assert model.spec.vocab_size == (64 if vq else 0)
+    assert model.spec.kind == ("discrete" if discrete else "continuous")
+    assert model.spec.vocab_size == (64 if discrete else 0)
+    assert model.revivable == discrete
     for pixels in (recon, decoded):
         assert pixels.shape == x.shape and pixels.dtype == jnp.float32
     assert enc.latents.shape == (2, 8, 4) and enc.latents.dtype == jnp.float32
-    assert features.shape == (2, 8, 4 if vq else 8)
-    if vq:
+    # The encoder emits what the quantizer reads: 2C moments for a Gaussian first.
+    assert features.shape == (2, 8, 4 if latent == "vq" else 8)
+    if latent == "vq":
         assert enc.tokens.shape == (2, 8) and enc.tokens.dtype == jnp.int32
         assert set(enc.losses) == {"commitment", "codebook"}
         assert set(enc.stats) == {"perplexity", "code_usage"}
+    elif latent == "chain":
+        assert enc.tokens.shape == (2, 8) and enc.tokens.dtype == jnp.int32
+        assert set(enc.losses) == {"gaussian/kl", "vq/commitment", "vq/codebook"}
+        assert set(enc.stats) == {
+            "gaussian/kl", "gaussian/posterior_std", "vq/perplexity", "vq/code_usage"
+        }  # fmt: skip
     else:
         assert enc.tokens is None and set(enc.losses) == {"kl"}
     assert all(v.shape == () for v in (*enc.losses.values(), *enc.stats.values()))
     # A prefix of the tokens decodes too (num_tokens).
-    codes = enc.tokens if vq else enc.latents
+    codes = enc.tokens if discrete else enc.latents
     prefix = nnx.eval_shape(lambda m, c: m.decode(c, num_tokens=3), model, codes)
     assert prefix.shape == x.shape and prefix.dtype == jnp.float32
 
@@ -360,8 +378,12 @@ def test_titok_rejects_bad_inputs(models):
         model.decode(jnp.zeros((1, 9, 4)))
     with pytest.raises(ValueError, match="latents must be"):
         model.decode_latents(jnp.zeros((1, 8)))
-    with pytest.raises(ValueError, match="latent must be"):
-        make_tokenizer("titok", rngs=nnx.Rngs(0), latent="fsq", **TINY)
+    with pytest.raises(KeyError, match="unknown quantizer 'fsq'; valid names: chain, gaussian, vq"):
+        make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(name="fsq"), **TINY)
+    with pytest.raises(ValueError, match="set by the TiTok token_dim"):
+        make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(name="vq", dim=4), **TINY)
+    with pytest.raises(ValueError, match="needs a name"):
+        make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(codebook_size=8), **TINY)
     with pytest.raises(ValueError, match="not divisible"):
         make_tokenizer("titok", rngs=nnx.Rngs(0), **{**TINY, "image_size": 30})
     with pytest.raises(KeyError, match="valid names: titok"):

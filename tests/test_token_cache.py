@@ -1,5 +1,5 @@
 """Token caches: built once from the frozen tokenizer, read by the train pipeline,
-refused when another tokenizer checkpoint or other data made them."""
+refused when another tokenizer checkpoint, another token spec or other data made them."""
 
 import dataclasses
 import json
@@ -22,7 +22,7 @@ from visgen.train.optim import OptimConfig
 
 pytestmark = pytest.mark.slow
 
-GENERATOR = dict(name="ar", width=32, depth=1, heads=2, num_classes=5)
+GENERATOR = dict(name="ar", head={"name": "categorical"}, width=32, depth=1, heads=2, num_classes=5)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_cache_holds_each_train_image_and_its_mirror(task, cached, shapes_dir):
             assert record["label"] == labels[index]
     metadata = json.loads(pathlib.Path(cached.token_cache, METADATA_FILE).read_text())
     assert metadata["tokenizer"]["fingerprint"] == task.frozen_tokenizer.fingerprint
+    assert metadata["tokenizer"]["spec"] == model.spec.to_dict()
     assert metadata["records"] == 1024 and metadata["flips"]
 
 
@@ -80,7 +81,13 @@ def test_cache_refuses_another_tokenizer_or_other_data(task, cached, tmp_path):
     with pytest.raises(ValueError, match="other data"):
         task.prepare_data(dataclasses.replace(moved, random_flip=False))
     path = pathlib.Path(other, METADATA_FILE)
+    original = json.loads(path.read_text())
     metadata = json.loads(path.read_text())
+    metadata["tokenizer"]["spec"]["vocab_size"] += 1
+    path.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="holds tokens of spec .* this run's tokenizer makes"):
+        task.prepare_data(moved)
+    metadata = original
     metadata["tokenizer"]["fingerprint"] = "0" * 64
     path.write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match="was made by tokenizer .* but this run tokenizes"):

@@ -14,10 +14,11 @@ from visgen.nn.frozen import Frozen, freeze
 from visgen.tokenizers import TiTok, Tokenizer, make_tokenizer
 from visgen.tokenizers.vq2d import VQ16
 
-VIT = dict(backbone="vit", patch_size=4, width=32, depth=1, heads=2, codebook_size=32, token_dim=4)
+VQ32 = dict(name="vq", codebook_size=32)
+VIT = dict(backbone="vit", patch_size=4, width=32, depth=1, heads=2, token_dim=4, quantizer=VQ32)
 CONV = dict(
     backbone="conv", channels=8, channel_mult=(1, 2), num_res_blocks=1, z_channels=8,
-    norm_groups=4, codebook_size=32, token_dim=4,
+    norm_groups=4, token_dim=4, quantizer=VQ32,
 )  # fmt: skip
 
 
@@ -31,7 +32,7 @@ def _abstract(**kwargs):
         (dict(image_size=32, **VIT), 0, (8, 8)),
         (dict(image_size=32, **VIT), 3, (3, 8, 8)),
         (dict(image_size=16, **CONV), 0, (8, 8)),
-        (dict(image_size=256, **VQ16, codebook_size=16384, token_dim=8), 0, (16, 16)),
+        (dict(image_size=256, **VQ16, quantizer=dict(name="vq", codebook_size=16384)), 0, (16, 16)),
     ],
     ids=["vit", "vit-video", "conv", "conv-vq16-256"],
 )
@@ -47,6 +48,21 @@ def test_vq2d_shapes(kwargs, frames, layout):
     assert encoded.latents.shape == (2, *layout, model.spec.channels)
     pixels = nnx.eval_shape(lambda m, t: m.decode(t), model, encoded.tokens)
     assert pixels.shape == shape and pixels.dtype == jnp.float32
+
+
+def test_vq2d_with_a_gaussian_quantizer_makes_a_continuous_grid():
+    model = _abstract(image_size=32, **dict(VIT, quantizer=dict(name="gaussian")))
+    assert model.spec.kind == "continuous" and model.spec.layout == (8, 8)
+    assert model.spec.channels == 4 and model.spec.vocab_size == 0 and not model.revivable
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    features = nnx.eval_shape(lambda m, x: m.features(x), model, x)
+    assert features.shape == (2, 8, 8, 8)  # mean and log-variance
+    encoded = nnx.eval_shape(lambda m, x: m.encode(x), model, x)
+    assert encoded.tokens is None and encoded.latents.shape == (2, 8, 8, 4)
+    pixels = nnx.eval_shape(lambda m, z: m.decode(z), model, encoded.latents)
+    assert pixels.shape == x.shape and pixels.dtype == jnp.float32
+    with pytest.raises(ValueError, match="integer token ids need a discrete quantizer"):
+        nnx.eval_shape(lambda m: m.decode(jnp.zeros((1, 8, 8), jnp.int32)), model)
 
 
 def test_vq2d_bad_inputs():
@@ -101,7 +117,8 @@ def _two_stage(proxy_kwargs, **titok_kwargs):
     proxy = freeze(make_tokenizer("vq2d", image_size=32, rngs=nnx.Rngs(1), **proxy_kwargs))
     return TiTok(
         image_size=32, patch_size=4, width=32, depth=1, heads=2, num_tokens=8,
-        codebook_size=64, token_dim=4, proxy=proxy, rngs=nnx.Rngs(0), **titok_kwargs,
+        token_dim=4, quantizer=dict(name="vq", codebook_size=64), proxy=proxy,
+        rngs=nnx.Rngs(0), **titok_kwargs,
     )  # fmt: skip
 
 
@@ -111,16 +128,22 @@ def test_two_stage_titok_learns_proxy_codes_and_decodes_through_the_proxy():
 
     @nnx.jit
     def run(m, x):
-        recon, enc = m(x, train=True)
-        grads = nnx.grad(lambda m: m(x, train=True)[1].losses["proxy_ce"])(m)
-        return recon, enc, grads, m.decode(enc.tokens)
+        out = m.training_step(x)
+        grads = nnx.grad(lambda m: m.training_step(x).losses["proxy_ce"])(m)
+        return out, grads, m.decode(out.encoded.tokens), m(x)[0]
 
-    recon, enc, grads, decoded = run(model, x)
+    out, grads, decoded, eval_recon = run(model, x)
+    recon = out.recon
     assert recon.shape == x.shape
+    # The tokenizer owns this objective: the task must not regress its pixels.
+    assert not out.regress_pixels
+    assert set(out.losses) == {"commitment", "codebook", "proxy_ce"}
     # Untrained logits are near uniform over the proxy's 32 codes.
-    assert abs(float(enc.losses["proxy_ce"]) - np.log(32)) < 0.5
-    assert 0.0 <= float(enc.stats["proxy_accuracy"]) <= 1.0
+    assert abs(float(out.losses["proxy_ce"]) - np.log(32)) < 0.5
+    assert 0.0 <= float(out.stats["proxy_accuracy"]) <= 1.0
     np.testing.assert_allclose(decoded, recon, atol=1e-5)
+    # The eval reconstruction (__call__) also decodes through the proxy.
+    np.testing.assert_allclose(eval_recon, recon, atol=1e-5)
     # Only TiTok's own parameters train: the proxy's are Frozen, not Params.
     assert not jax.tree.leaves(nnx.state(model.proxy, nnx.Param))
     head = grads["decoder"]["head"]["kernel"]

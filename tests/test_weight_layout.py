@@ -13,12 +13,12 @@ import pytest
 from conftest import random_ar_model
 from flax import nnx
 
-from visgen.generators import ARTransformer
+from visgen.generators import ARGenerator, CategoricalOptions
 from visgen.sampling import SampleOptions, ar, sample, sample_sjd, weight_layout
 
 
 @pytest.fixture(scope="module")
-def model() -> ARTransformer:
+def model() -> ARGenerator:
     """Width 64, 4 x 4 tokens, 1,024 codes: with `MIN_SIZE` lowered to 2^12, every
     kernel (attention, MLP, head) is streamed transposed."""
     return random_ar_model(
@@ -52,7 +52,7 @@ def test_only_large_kernels_are_transposed_and_the_inverse_restores_them(model, 
 @pytest.mark.parametrize("method", ["ar", "sjd"])
 def test_transposed_decode_weights_give_the_same_tokens(model, small_min_size, monkeypatch, method):
     labels = jnp.array([1, 7], jnp.int32)
-    options = SampleOptions(cfg_scale=3.0, top_k=50)
+    options = SampleOptions(cfg_scale=3.0, head=CategoricalOptions(top_k=50))
     key = jax.random.key(0, impl="unsafe_rbg")
     draw = {"ar": sample, "sjd": lambda *a: sample_sjd(*a, window=4)}[method]
     tokens = {}

@@ -3,6 +3,10 @@
 `get_config(arg)` in a config file receives the text after the colon in
 `--config configs/titok.py:size=S,tokens=128`; `parse_variant` turns it into a
 dict, rejecting keys the file does not know.
+
+The typed sections come from light modules (`visgen.data.config`,
+`visgen.train.config`), so reading a config file imports neither orbax nor
+grain nor TFDS (tests/test_config.py checks every `configs/*.py`).
 """
 
 import dataclasses
@@ -10,9 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from visgen.data import DataConfig
-from visgen.train.loop import TrainConfig
-from visgen.train.optim import OptimConfig
+from visgen.data.config import DataConfig
+from visgen.train.config import OptimConfig, TrainConfig
 
 
 def parse_variant(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,11 @@
 On the CPU backend XLA allocates one temporary buffer per executable run
 (163 MB for the tiny TiTok train step) with glibc's `malloc`, which serves
 anything over 32 MB with a fresh `mmap` and returns it with `munmap`. Every
-step then touches ~40,000 new 4 KiB pages, and each page fault is expensive
-under a virtual machine: on the 2-core development VM the kernel took 0.10-0.13
-CPU seconds of every 0.17-0.25 s tiny TiTok step. glibc's
-`glibc.malloc.hugetlb=1` tunable asks the kernel for transparent huge pages on
-those mappings (`madvise(MADV_HUGEPAGE)`): ~740 faults per step instead of
-~40,000 and a 1.26x faster median step there (BENCHMARKS.md, "Huge pages for
-XLA CPU's temporary buffers").
+step then touches tens of thousands of new 4 KiB pages, and each page fault
+is expensive under a virtual machine. glibc's `glibc.malloc.hugetlb=1`
+tunable asks the kernel for transparent huge pages on those mappings
+(`madvise(MADV_HUGEPAGE)`): far fewer faults and a faster step
+(docs/notes/2026-11-26-huge-pages.md).
 
 glibc reads tunables only when a process starts, so `use_huge_pages()` puts
 the tunable in the environment and re-executes the same command line (same

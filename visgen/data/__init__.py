@@ -1,40 +1,44 @@
 """Datasets and input pipelines: embedded TFDS datasets, sources, preprocessing, grain.
 
 `make_train_iterator(DataConfig(...))` is what a trainer needs; the rest is
-exposed for tools and tests. Importing this package never imports TensorFlow.
+exposed for tools and tests. Importing this package never imports TensorFlow,
+and imports grain and TFDS only when a name that needs them is first used:
+`DataConfig` alone (what config files need) stays light.
 """
 
-from visgen.data.builders import EMBEDDED_DATASETS, ensure_built
-from visgen.data.pipeline import (
-    DataConfig,
-    make_eval_iterator,
-    make_train_iterator,
-    num_examples,
-)
-from visgen.data.preprocess import (
-    mirror_caption,
-    preprocess_image,
-    preprocess_video,
-    to_uint8,
-)
-from visgen.data.shapes import SHAPE_KINDS, draw_shapes_image, draw_shapes_video
-from visgen.data.sources import FolderSource, TfdsSource, make_source
+import importlib
 
-__all__ = [
-    "EMBEDDED_DATASETS",
-    "SHAPE_KINDS",
-    "DataConfig",
-    "FolderSource",
-    "TfdsSource",
-    "draw_shapes_image",
-    "draw_shapes_video",
-    "ensure_built",
-    "make_eval_iterator",
-    "make_source",
-    "make_train_iterator",
-    "mirror_caption",
-    "num_examples",
-    "preprocess_image",
-    "preprocess_video",
-    "to_uint8",
-]
+from visgen.data.config import DataConfig
+
+# name -> the submodule that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "EMBEDDED_DATASETS": "builders",
+    "ensure_built": "builders",
+    "make_eval_iterator": "pipeline",
+    "make_train_iterator": "pipeline",
+    "num_examples": "pipeline",
+    "mirror_caption": "preprocess",
+    "preprocess_image": "preprocess",
+    "preprocess_video": "preprocess",
+    "to_uint8": "preprocess",
+    "SHAPE_KINDS": "shapes",
+    "draw_shapes_image": "shapes",
+    "draw_shapes_video": "shapes",
+    "FolderSource": "sources",
+    "TfdsSource": "sources",
+    "make_source": "sources",
+}
+
+__all__ = ["DataConfig", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

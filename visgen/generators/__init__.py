@@ -1,19 +1,36 @@
-"""Generators: AR transformers that learn p(tokens | condition), and their heads.
+"""Generators: learn p(tokens | condition) over a tokenizer's tokens.
 
-`GENERATORS` maps config names to classes; `make_generator` builds one from a
-name and its typed keyword arguments, listing the valid names on a miss.
+A generator is a condition embedding, a per-token embedding chosen by the
+tokenizer's `TokenSpec`, a trunk, and a token interface (a step embedding
+and a head) registered in `HEADS` by name. `GENERATORS` maps config names to
+generator classes; `make_generator` builds one from a name and its typed
+keyword arguments, listing the valid names on a miss.
 """
 
 from flax import nnx
 
+# Importing a head module registers it in `HEADS`.
+from visgen.generators import categorical, window_head  # noqa: F401
 from visgen.generators.ar import SIZES as AR_SIZES
-from visgen.generators.ar import ARTransformer, Cache
-from visgen.generators.heads import CategoricalHead, Head
-from visgen.generators.token_shuffle import TokenShuffleHead, fused_layout, shuffle, unshuffle
+from visgen.generators.ar import ARGenerator
+from visgen.generators.base import (
+    CAPABILITIES,
+    EXACT_PROBS,
+    HEADS,
+    DrawContext,
+    Head,
+    StepEmbedding,
+    guide,
+    head_options_type,
+)
+from visgen.generators.categorical import CategoricalHead, CategoricalOptions
+from visgen.generators.token_shuffle import fused_layout, shuffle, unshuffle
+from visgen.generators.trunk import Cache
+from visgen.generators.window_head import WindowHead, WindowOptions
 from visgen.registry import Registry
 
 GENERATORS: Registry[type[nnx.Module]] = Registry("generator")
-GENERATORS.register("ar")(ARTransformer)
+GENERATORS.register("ar")(ARGenerator)
 
 
 def make_generator(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
@@ -23,13 +40,22 @@ def make_generator(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
 
 __all__ = [
     "AR_SIZES",
+    "CAPABILITIES",
+    "EXACT_PROBS",
     "GENERATORS",
-    "ARTransformer",
+    "HEADS",
+    "ARGenerator",
     "Cache",
     "CategoricalHead",
+    "CategoricalOptions",
+    "DrawContext",
     "Head",
-    "TokenShuffleHead",
+    "StepEmbedding",
+    "WindowHead",
+    "WindowOptions",
     "fused_layout",
+    "guide",
+    "head_options_type",
     "make_generator",
     "shuffle",
     "unshuffle",

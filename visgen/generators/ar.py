@@ -1,61 +1,43 @@
-"""The decoder-only AR transformer that learns p(tokens | condition), LlamaGen style.
+"""The autoregressive generator: condition, token embedding, causal trunk and a head.
 
 Sun et al. 2024, "Autoregressive Model Beats Diffusion: Llama for Scalable
-Image Generation" (`FoundationVision/LlamaGen`, `autoregressive/models/gpt.py`):
+Image Generation" (`FoundationVision/LlamaGen`, `autoregressive/models/gpt.py`),
+made token-agnostic:
 
-- Sequence: `[condition prefix (c positions), tok_0, ..., tok_{N-2}]`, `c + N - 1`
-  positions. The output at position `c - 1 + i` predicts token `i`, so the
-  prefix's last position predicts the first token (LlamaGen's
-  `logits[:, cls_token_num - 1:]`).
-- Condition prefix: a class embedding `[num_classes + 1, c * D]` whose last
-  row is the null class used for classifier-free guidance, or text embeddings
-  `[B, L = c, D_text]` from any text encoder projected by a bias-free
-  `Linear -> GELU(tanh) -> Linear` MLP, with a learned null text embedding
-  `[L, D_text]` (init `randn / sqrt(D_text)`) substituted before the MLP.
-  Training drops the condition with probability `cond_dropout` per example.
-- Trunk: `depth` Llama blocks (`visgen.nn.llama`), final RMSNorm, then a head
-  (`visgen.generators.heads`, categorical here). Token dropout on the input
-  embeddings (prefix included) and residual dropout inside the blocks, both
-  0.1 in LlamaGen's training scripts; weight init `normal(0.02)`; zero-initialised
-  head.
-- Positions: RoPE over the token layout (1D `(K,)`, 2D `(h, w)`, 3D `(t, h, w)`);
-  the prefix positions get LlamaGen's `cos = sin = 0` (`zero_cond_rope`).
+- `condition`: a class or text prefix (`visgen.generators.conditions`),
+  dropped to the null condition with probability `cond_dropout` per example
+  in training (classifier-free guidance);
+- `token_embed`: one token -> `[D]`, chosen by the tokenizer's `TokenSpec`
+  kind (ids: `TokenIdEmbedding`);
+- `embedding` and `head`: the token interface registered under
+  `head["name"]` (`visgen.generators.base.HEADS`): the step embedding groups
+  tokens into steps (one token each for `categorical`, `s x s` windows for
+  `token_shuffle`) and the head predicts a step's tokens;
+- `trunk`: Llama blocks over `[prefix, steps]` (`visgen.generators.trunk`).
 
-Token-Shuffle (`shuffle_window = s > 1`, `visgen.generators.token_shuffle`):
-the trunk runs over `M = N / s^2` fused positions, one per `s x s` window of
-the `(h, w)` or `(t, h, w)` grid, with RoPE over the fused layout
-`(h/s, w/s)` or `(t, h/s, w/s)`; each step predicts the next window's `s^2`
-tokens. Token ids in and out (`hidden_states`, `__call__`, `loss`) stay in
-the tokenizer's raster order of `layout`; only the cached-decoding methods
-speak the fused order (`to_fused` / `to_raster` convert). `s = 1` is exactly
-the plain model: the same parameters and outputs. `causal_window` (ours)
-makes the head predict a window's tokens in order within it.
+Token dropout on the input embeddings (prefix included) and residual dropout
+inside the blocks, both 0.1 in LlamaGen's training scripts; weight init
+`normal(0.02)`; zero-initialised classifier.
 
-Cached decoding (used by `visgen.sampling`): `init_cache` makes per-layer
-`{"k", "v"}` arrays `[B, H, c + M - 1, Dh]` (heads-first), `prefill` runs the prefix,
-`decode_step` feeds whole windows at a traced fused position. Shapes are
-static. A cache allocated longer than `c + M - 1` (`init_cache(batch,
-max_len=...)`) lets a window of several tokens run past the last token
-(speculative Jacobi decoding); the positions past the layout get a zero
-rotation.
-
-Simplifications vs LlamaGen: no grouped-query attention, no attention dropout
-or drop-path (both 0 in its configs), no text padding mask (LlamaGen's
-`emb_masks`); a class prefix may span `c > 1` positions (LlamaGen: `c = 1`).
+Tokens in and out (`hidden_states`, `loss`, `token_losses`, `logits`) are in
+the tokenizer's raster order of `spec.layout`; the cached-decoding methods
+(`prefill`, `decode_step`, used by `visgen.sampling`) speak steps
+`[B, n, g, ...]` (`embedding.to_steps` / `from_steps` convert).
 """
 
-import functools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from visgen.generators import token_shuffle
-from visgen.generators.heads import CategoricalHead
-from visgen.nn.llama import DENSE_INIT, LayerCache, LlamaBlock, RMSNorm, dropout, swiglu_hidden
-from visgen.nn.rope import rope_table
+from visgen.generators.base import HEADS
+from visgen.generators.categorical import TokenIdEmbedding
+from visgen.generators.conditions import ClassEmbedder, TextEmbedder
+from visgen.generators.trunk import Cache, CausalTrunk, Rope, rope_tables
+from visgen.token_spec import TokenSpec
 
 # (width, depth, heads) of LlamaGen's class-conditional GPT-B/L/XL; `tiny` for tests and demos.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -65,82 +47,32 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "XL": (1280, 36, 20),
 }
 
-# The KV cache: one `{"k": [B, H, S, Dh], "v": [B, H, S, Dh]}` per layer (heads-first).
-Cache = list[LayerCache]
+CATEGORICAL = {"name": "categorical"}
 
 
-@functools.lru_cache(maxsize=32)
-def _rope(
-    layout: tuple[int, ...], head_dim: int, prefix: int, base: float, zero_prefix: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    return rope_table(layout, head_dim, prefix=prefix, base=base, zero_prefix=zero_prefix)
+def token_embedding(spec: TokenSpec, width: int, rngs: nnx.Rngs) -> nnx.Module:
+    """The per-token input embedding for a spec's kind (discrete ids today)."""
+    if spec.kind == "discrete":
+        return TokenIdEmbedding(spec.vocab_size, width, rngs=rngs)
+    raise ValueError(f"no input embedding for {spec.kind} tokens yet")
 
 
-class ClassEmbedder(nnx.Module):
-    """Labels `[B]` int -> prefix `[B, c, D]` float32; label `num_classes` is the null class."""
-
-    def __init__(self, num_classes: int, width: int, prefix: int, *, rngs: nnx.Rngs):
-        self.num_classes = num_classes
-        self.prefix = prefix
-        self.embedding = nnx.Embed(
-            num_classes + 1, prefix * width, embedding_init=DENSE_INIT, rngs=rngs
-        )
-
-    def __call__(self, labels: jax.Array, drop: jax.Array | None = None) -> jax.Array:
-        labels = labels.astype(jnp.int32)
-        if drop is not None:
-            labels = jnp.where(drop, self.num_classes, labels)
-        return self.embedding(labels).reshape(labels.shape[0], self.prefix, -1)
-
-
-class TextEmbedder(nnx.Module):
-    """Text embeddings `[B, L, D_text]` -> prefix `[B, L, D]` float32 (LlamaGen CaptionEmbedder)."""
-
-    def __init__(self, text_dim: int, width: int, length: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.dtype = dtype
-        self.null = nnx.Param(
-            jax.random.normal(rngs.params(), (length, text_dim), jnp.float32) / text_dim**0.5
-        )
-        kw = dict(use_bias=False, kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
-        self.fc1 = nnx.Linear(text_dim, width, **kw)
-        self.fc2 = nnx.Linear(width, width, **kw)
-
-    def __call__(self, text: jax.Array, drop: jax.Array | None = None) -> jax.Array:
-        text = text.astype(jnp.float32)
-        if drop is not None:
-            text = jnp.where(drop[:, None, None], self.null[...], text)
-        h = jax.nn.gelu(self.fc1(text.astype(self.dtype)), approximate=True)
-        return self.fc2(h).astype(jnp.float32)
-
-
-class ARTransformer(nnx.Module):
-    """Decoder-only transformer over token ids `[B, N]` with a condition prefix.
+class ARGenerator(nnx.Module):
+    """A decoder-only generator over a tokenizer's tokens with a condition prefix.
 
     Args:
-      vocab_size: number of token ids `V`.
-      layout: token layout of the tokenizer, `(K,)`, `(h, w)` or `(t, h, w)`;
-        `N = prod(layout)` tokens in raster order.
+      spec: the tokenizer's token spec; `N = spec.num_tokens` tokens per example.
+      head: the token interface: `{"name": ..., **its arguments}` (see `HEADS`).
       width, depth, heads: trunk size (see `SIZES`).
       num_classes: class-conditional with this many classes (index
         `num_classes` is the null class). Exclusive with `text_dim`.
       text_dim: text-conditional on `[B, cls_token_num, text_dim]` embeddings.
       cls_token_num: condition prefix length `c` (1 for class in LlamaGen, the
         text length for text).
-      qk_norm: RMSNorm on queries and keys per head.
-      mlp_multiple_of: SwiGLU hidden size rounding (LlamaGen: 256).
-      rope_base: RoPE base frequency.
-      zero_cond_rope: LlamaGen's zeroed RoPE (so zeroed q, k) on prefix positions.
-      resid_dropout, token_dropout: dropout rates in training.
+      qk_norm, mlp_multiple_of, rope_base, zero_cond_rope, resid_dropout,
+        token_dropout: trunk settings (`CausalTrunk`).
       cond_dropout: probability of replacing the condition by the null one in
         training (classifier-free guidance).
-      zero_init_head: zero-initialise the output classifier (LlamaGen).
-      shuffle_window: Token-Shuffle window `s`; 1 is the plain model. It must
-        divide both spatial sizes of a 2D or 3D layout.
-      shuffle_blocks: residual MLP blocks on each side of the trunk when
-        shuffling (the paper's 2).
-      causal_window: with shuffling, predict a window's tokens one after
-        another from the same transformer pass
-        (`token_shuffle.TokenShuffleHead(causal=True)`; not in the paper).
       dtype: compute dtype; parameters, norms and softmax stay float32.
       rngs: parameter initialisation.
     """
@@ -148,8 +80,8 @@ class ARTransformer(nnx.Module):
     def __init__(
         self,
         *,
-        vocab_size: int,
-        layout: tuple[int, ...],
+        spec: TokenSpec,
+        head: Mapping[str, Any] = CATEGORICAL,
         width: int = 768,
         depth: int = 12,
         heads: int = 12,
@@ -163,10 +95,6 @@ class ARTransformer(nnx.Module):
         resid_dropout: float = 0.1,
         token_dropout: float = 0.1,
         cond_dropout: float = 0.1,
-        zero_init_head: bool = True,
-        shuffle_window: int = 1,
-        shuffle_blocks: int = 2,
-        causal_window: bool = False,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -177,87 +105,64 @@ class ARTransformer(nnx.Module):
             )
         if cls_token_num < 1:
             raise ValueError(f"cls_token_num must be >= 1, got {cls_token_num}")
-        self.layout = tuple(int(n) for n in layout)
-        if not 1 <= len(self.layout) <= 3 or min(self.layout) < 1:
+        layout = tuple(int(n) for n in spec.layout)
+        if not 1 <= len(layout) <= 3 or min(layout) < 1:
             raise ValueError(f"layout must be 1 to 3 positive sizes, got {layout}")
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.vocab_size = vocab_size
-        self.num_tokens = math.prod(self.layout)
-        self.shuffle_window = int(shuffle_window)
-        if causal_window and self.shuffle_window == 1:
-            raise ValueError(
-                "causal_window orders the tokens of a window: it needs shuffle_window > 1"
-            )
-        self.causal_window = bool(causal_window)
-        self.fused_layout = token_shuffle.fused_layout(self.layout, self.shuffle_window)
-        self.window_tokens = self.shuffle_window**2
-        self.num_steps = math.prod(self.fused_layout)
+        head_args = dict(head)
+        if "name" not in head_args:
+            raise ValueError(f"generator.head needs a name; valid: {', '.join(HEADS.names())}")
+        self.head_name = head_args.pop("name")
+        interface = HEADS.get(self.head_name)
+        self.spec = spec
+        self.width = width
+        self.num_tokens = math.prod(layout)
         self.prefix = cls_token_num
-        self.width, self.depth, self.heads = width, depth, heads
-        self.head_dim = width // heads
         self.num_classes = num_classes
         self.text_dim = text_dim
+        self.cond_dropout = cond_dropout
+
+        # Creation order fixes the parameters' initial values: condition, token
+        # embedding, trunk, then the head's pair.
+        if num_classes:
+            self.condition = ClassEmbedder(num_classes, width, cls_token_num, rngs=rngs)
+        else:
+            self.condition = TextEmbedder(text_dim, width, cls_token_num, dtype=dtype, rngs=rngs)
+        token_embed = token_embedding(spec, width, rngs)
+        self.trunk = CausalTrunk(
+            prefix=cls_token_num,
+            width=width,
+            depth=depth,
+            heads=heads,
+            qk_norm=qk_norm,
+            mlp_multiple_of=mlp_multiple_of,
+            resid_dropout=resid_dropout,
+            dtype=dtype,
+            token_dropout=token_dropout,
+            rngs=rngs,
+        )
+        self.embedding, self.head = interface.build(
+            spec, width, token_embed=token_embed, dtype=dtype, rngs=rngs, **head_args
+        )
+        self.step_layout = tuple(self.embedding.step_layout)
+        self.tokens_per_step = int(self.embedding.tokens_per_step)
+        self.num_steps = math.prod(self.step_layout)
         self.rope_base = float(rope_base)
         self.zero_cond_rope = zero_cond_rope
-        self.resid_dropout = resid_dropout
-        self.token_dropout = token_dropout
-        self.cond_dropout = cond_dropout
-        self.dtype = dtype
-        # Validates head_dim against the layout's RoPE split now, not at first call.
-        self._rope_table()
+        self.rope()  # a clear error now if head_dim does not split over the layout
 
-        if num_classes:
-            self.cond_embed = ClassEmbedder(num_classes, width, cls_token_num, rngs=rngs)
-        else:
-            self.cond_embed = TextEmbedder(text_dim, width, cls_token_num, dtype=dtype, rngs=rngs)
-        self.tok_embeddings = nnx.Embed(vocab_size, width, embedding_init=DENSE_INIT, rngs=rngs)
-        hidden = swiglu_hidden(width, mlp_multiple_of)
-        self.layers = nnx.List(
-            [
-                LlamaBlock(
-                    width,
-                    heads,
-                    mlp_hidden=hidden,
-                    qk_norm=qk_norm,
-                    resid_dropout=resid_dropout,
-                    dtype=dtype,
-                    rngs=rngs,
-                )
-                for _ in range(depth)
-            ]
+    # --- condition and positions ----------------------------------------------------
+
+    def rope(self) -> Rope:
+        """RoPE tables `[c + M, head_dim / 2]` over the steps' layout."""
+        return rope_tables(
+            self.step_layout,
+            self.trunk.head_dim,
+            self.prefix,
+            self.rope_base,
+            self.zero_cond_rope,
         )
-        self.norm = RMSNorm(width)
-        if self.shuffle_window == 1:
-            self.shuffle_in = None
-            self.head = CategoricalHead(
-                width, vocab_size, zero_init=zero_init_head, dtype=dtype, rngs=rngs
-            )
-        else:
-            kw = dict(blocks=shuffle_blocks, dtype=dtype, rngs=rngs)
-            self.shuffle_in = token_shuffle.TokenShuffle(width, self.shuffle_window, **kw)
-            self.head = token_shuffle.TokenShuffleHead(
-                width, vocab_size, self.shuffle_window, zero_init=zero_init_head,
-                causal=self.causal_window, **kw
-            )  # fmt: skip
-
-    # --- condition ------------------------------------------------------------------
-
-    def _rope_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(cos, sin) `[c + M, head_dim / 2]`: the prefix, then the fused positions in raster
-        order (the tokens themselves without shuffling)."""
-        return _rope(
-            self.fused_layout, self.head_dim, self.prefix, self.rope_base, self.zero_cond_rope
-        )
-
-    def _check_cond(self, cond: jax.Array) -> None:
-        if self.num_classes and cond.ndim != 1:
-            raise ValueError(f"class labels must be [B], got {tuple(cond.shape)}")
-        if self.text_dim and (cond.ndim != 3 or cond.shape[1:] != (self.prefix, self.text_dim)):
-            raise ValueError(
-                f"text embeddings must be [B, {self.prefix}, {self.text_dim}], "
-                f"got {tuple(cond.shape)}"
-            )
 
     def condition_drop(self, batch: int, rng: jax.Array) -> jax.Array:
         """Training's classifier-free-guidance dropout: `[batch]` bool, True w.p. `cond_dropout`."""
@@ -268,31 +173,7 @@ class ARTransformer(nnx.Module):
 
         `drop: [B]` bool replaces those examples' condition by the null one.
         """
-        self._check_cond(cond)
-        return self.cond_embed(cond, drop)
-
-    # --- token order ----------------------------------------------------------------
-
-    def to_fused(self, tokens: jax.Array) -> jax.Array:
-        """Raster-ordered ids `[B, N]` -> fused order `[B, N]`: window by window (raster
-        order of the fused grid), each window's `s^2` ids in raster order. Identity at s = 1."""
-        if self.shuffle_window == 1:
-            return tokens
-        return token_shuffle.shuffle(tokens, self.layout, self.shuffle_window).reshape(tokens.shape)
-
-    def to_raster(self, tokens: jax.Array) -> jax.Array:
-        """Fused-order ids `[B, N]` -> raster order `[B, N]`, the inverse of `to_fused`."""
-        if self.shuffle_window == 1:
-            return tokens
-        windows = tokens.reshape(tokens.shape[0], self.num_steps, self.window_tokens)
-        return token_shuffle.unshuffle(windows, self.layout, self.shuffle_window)
-
-    def _embed(self, fused: jax.Array) -> jax.Array:
-        """Fused-order ids `[B, k * s^2]` (k whole windows) -> input embeddings `[B, k, D]`."""
-        x = self.tok_embeddings(fused.astype(jnp.int32))
-        if self.shuffle_in is None:
-            return x
-        return self.shuffle_in(x.reshape(x.shape[0], -1, self.window_tokens, self.width))
+        return self.condition(cond, drop)
 
     # --- teacher forcing ------------------------------------------------------------
 
@@ -305,22 +186,17 @@ class ARTransformer(nnx.Module):
         rng: jax.Array | None = None,
         drop: jax.Array | None = None,
     ) -> jax.Array:
-        """Raster-ordered tokens `[B, n]` (n <= N) -> normalised hidden states `[B, n, D]` float32.
+        """Raster tokens `[B, N, ...]` -> the head's inputs `[B, M, D]` float32.
 
-        Row `i` has seen the prefix and tokens `< i` and is what the head reads
-        to predict token `i`. `train` applies condition, token and residual
-        dropout and then needs `rng`; `drop: [B]` bool forces the null condition.
-        With shuffling, `n = N` and the states are per fused position,
-        `[B, M, D]`: row `j` predicts window `j` from the windows before it.
+        Row `i` has seen the prefix and the steps before step `i`. `train`
+        applies condition, token and residual dropout and then needs `rng`;
+        `drop: [B]` bool forces the null condition.
         """
-        b, n = tokens.shape
-        if n > self.num_tokens:
-            raise ValueError(f"got {n} tokens, the layout {self.layout} has {self.num_tokens}")
-        if self.shuffle_window > 1 and n != self.num_tokens:
+        b, n = tokens.shape[:2]
+        if n != self.num_tokens:
             raise ValueError(
-                f"with shuffle_window={self.shuffle_window} the model reads whole windows: "
-                f"teacher forcing takes all {self.num_tokens} tokens of layout {self.layout}, "
-                f"got {n}"
+                f"teacher forcing takes all {self.num_tokens} tokens of layout "
+                f"{tuple(self.spec.layout)}, got {n}"
             )
         keys: list[jax.Array | None] = [None, None, None]
         if train:
@@ -330,35 +206,13 @@ class ARTransformer(nnx.Module):
             if drop is None and self.cond_dropout > 0:
                 drop = self.condition_drop(b, keys[0])
         prefix = self.embed_condition(cond, drop=drop)
-        x = self._embed(self.to_fused(tokens)[:, : n - self.window_tokens])
-        x = dropout(jnp.concatenate([prefix, x], axis=1), self.token_dropout, keys[1])
-        seq = self.prefix + n // self.window_tokens - 1
-        cos, sin = (jnp.asarray(t[:seq]) for t in self._rope_table())
-        for i, layer in enumerate(self.layers):
-            layer_rng = None if keys[2] is None else jax.random.fold_in(keys[2], i)
-            x, _ = layer(x, cos, sin, rng=layer_rng)
-        return self.norm(x[:, self.prefix - 1 :])
+        steps = self.embedding(self.embedding.to_steps(tokens)[:, :-1])
+        return self.trunk(prefix, steps, self.rope(), token_rng=keys[1], layer_rng=keys[2])
 
-    def __call__(
-        self,
-        tokens: jax.Array,
-        cond: jax.Array,
-        *,
-        train: bool = False,
-        rng: jax.Array | None = None,
-        drop: jax.Array | None = None,
-    ) -> jax.Array:
-        """Teacher forcing: tokens `[B, n]` int -> logits `[B, n, V]` float32 (raster order).
-
-        `logits[:, i]` predicts token `i` from the condition and tokens `< i`
-        (with shuffling: from the windows before token `i`'s window).
-        """
+    def _step_losses(self, tokens, cond, *, train, rng, drop) -> jax.Array:
         hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
-        if self.shuffle_window == 1:
-            return self.head.logits(hidden)
-        windows = token_shuffle.shuffle(tokens, self.layout, self.shuffle_window)
-        logits = self.head.logits(hidden, windows)  # a causal window head reads them
-        return token_shuffle.unshuffle(logits, self.layout, self.shuffle_window)
+        head_rng = None if rng is None else jax.random.fold_in(rng, 3)
+        return self.head.loss(hidden, self.embedding.to_steps(tokens), head_rng)
 
     def loss(
         self,
@@ -369,20 +223,30 @@ class ARTransformer(nnx.Module):
         rng: jax.Array | None = None,
         drop: jax.Array | None = None,
     ) -> jax.Array:
-        """Mean per-token loss (cross-entropy for the categorical head), a float32 scalar.
+        """The mean per-token loss over `[B, N]` (cross-entropy for categorical heads)."""
+        return jnp.mean(self._step_losses(tokens, cond, train=train, rng=rng, drop=drop))
 
-        With shuffling every original token counts: the mean over `[B, M, s^2]`.
+    def token_losses(self, tokens: jax.Array, cond: jax.Array) -> jax.Array:
+        """Evaluation: the head's loss of every token, `[B, N]` float32 in raster order."""
+        losses = self._step_losses(tokens, cond, train=False, rng=None, drop=None)
+        return self.embedding.from_steps(losses)
+
+    def logits(
+        self, tokens: jax.Array, cond: jax.Array, *, drop: jax.Array | None = None
+    ) -> jax.Array:
+        """Teacher-forced logits of a head with logits: `[B, N]` -> `[B, N, V]` float32.
+
+        `logits[:, i]` predicts token `i` from the condition and the steps before
+        token `i`'s step (and, for a causal window head, the window's earlier tokens).
         """
-        hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
-        if self.shuffle_window > 1:
-            tokens = token_shuffle.shuffle(tokens, self.layout, self.shuffle_window)
-        return jnp.mean(self.head.loss(hidden, tokens))
+        hidden = self.hidden_states(tokens, cond, drop=drop)
+        return self.embedding.from_steps(self.head.logits(hidden, self.embedding.to_steps(tokens)))
 
     # --- cached decoding ------------------------------------------------------------
 
     @property
     def max_len(self) -> int:
-        """Sequence positions a full sample needs: prefix plus `M - 1` fed (fused) tokens."""
+        """Sequence positions a full sample needs: prefix plus `M - 1` fed steps."""
         return self.prefix + self.num_steps - 1
 
     def init_cache(
@@ -390,62 +254,24 @@ class ARTransformer(nnx.Module):
     ) -> Cache:
         """Zero KV cache: per layer `{"k", "v"}` of `[batch, H, max_len, Dh]` (default
         `max_len = c + M - 1`, `dtype` the compute dtype)."""
-        shape = (batch, self.heads, max_len or self.max_len, self.head_dim)
-        dtype = dtype or self.dtype
-        return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
-
-    def _run_cached(self, x: jax.Array, start: jax.Array | int, cache: Cache):
-        n, length = x.shape[1], cache[0]["k"].shape[2]
-        # A cache longer than `c + N` (room for a speculative window running past the
-        # last token) gets `cos = sin = 0` rows for the extra positions: their outputs
-        # are never used and causal masking keeps them out of earlier positions. Without
-        # the padding, `dynamic_slice` would clamp `start` and shift every position.
-        cos, sin = (
-            jax.lax.dynamic_slice_in_dim(
-                jnp.asarray(np.pad(t, ((0, max(0, length - len(t))), (0, 0)))), start, n
-            )
-            for t in self._rope_table()
-        )
-        new_cache = []
-        for layer, layer_cache in zip(self.layers, cache, strict=True):
-            x, layer_cache = layer(x, cos, sin, cache=layer_cache, start=start)
-            new_cache.append(layer_cache)
-        return self.norm(x), new_cache
+        return self.trunk.init_cache(batch, max_len or self.max_len, dtype)
 
     def prefill(
-        self,
-        cond: jax.Array,
-        cache: Cache,
-        *,
-        drop: jax.Array | None = None,
-        return_hidden: bool = False,
+        self, cond: jax.Array, cache: Cache, *, drop: jax.Array | None = None
     ) -> tuple[jax.Array, Cache]:
-        """Run the condition prefix into `cache`: returns logits for the first step and the cache.
-
-        The logits are `[B, V]` for token 0, or with shuffling `[B, s^2, V]`
-        for window 0. `drop: [B]` bool uses the null condition for those rows
-        (the unconditional half of a classifier-free-guidance batch).
-        `return_hidden` returns the head's input `[B, D]` instead (a causal
-        window head samples from it with `head.draw_window`).
-        """
-        hidden, cache = self._run_cached(self.embed_condition(cond, drop=drop), 0, cache)
-        if return_hidden:
-            return hidden[:, -1], cache
-        return self.head.logits(hidden[:, -1:])[:, 0], cache
+        """Run the condition prefix into `cache`: the head's input for step 0 `[B, D]`, and
+        the cache. `drop: [B]` bool uses the null condition for those rows."""
+        prefix = self.embed_condition(cond, drop=drop)
+        hidden, cache = self.trunk.run_cached(prefix, 0, cache, self.rope())
+        return hidden[:, -1], cache
 
     def decode_step(
-        self, tokens: jax.Array, pos: jax.Array | int, cache: Cache, *, return_hidden: bool = False
+        self, steps: jax.Array, pos: jax.Array | int, cache: Cache
     ) -> tuple[jax.Array, Cache]:
-        """Feed `n` steps' tokens `[B, n * s^2]` (fused order) whose first step is `pos`.
+        """Feed `n` steps `[B, n, g, ...]` whose first is step `pos` (0-based; may be traced).
 
-        `pos` (0-based; may be traced) counts steps: tokens without
-        shuffling, windows with it. Returns float32 logits `[B, n, V]`, or
-        `[B, n, s^2, V]` with shuffling, row `j` predicting step `pos + j + 1`,
+        Returns the head's inputs `[B, n, D]`, row `j` predicting step `pos + j + 1`,
         and the cache with positions `c + pos .. c + pos + n - 1` written.
-        Requires `c + pos + n <= max_len` (not checked: a traced `pos` past
-        the end is clamped by `dynamic_update_slice`). `return_hidden` returns
-        the head's input `[B, n, D]` instead of logits.
         """
-        x = self._embed(tokens)
-        hidden, cache = self._run_cached(x, self.prefix + pos, cache)
-        return (hidden if return_hidden else self.head.logits(hidden)), cache
+        x = self.embedding(steps)
+        return self.trunk.run_cached(x, self.prefix + pos, cache, self.rope())

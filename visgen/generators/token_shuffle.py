@@ -1,4 +1,4 @@
-"""Token-Shuffle: fuse each `s x s` window of grid tokens into one transformer position.
+"""Token-Shuffle's input side: fuse each `s x s` window of grid tokens into one step.
 
 Ma et al. 2025, "Token-Shuffle: Towards High-Resolution Image Generation with
 Autoregressive Models" (arXiv 2504.17789; no official code). An AR transformer
@@ -6,15 +6,14 @@ over an `(h, w)` grid of tokens runs over the `(h/s, w/s)` grid of windows
 instead, `s^2` times fewer positions, and predicts the `s^2` tokens of the
 next window in one step:
 
-- token-shuffle (input side, `TokenShuffle`): a shared MLP compresses each
-  token embedding `D -> D/s^2`, the `s^2` tokens of a window are concatenated
-  along channels (space-to-depth) into one token of width `D`, then residual
-  MLP blocks (2 in the paper) mix them;
-- token-unshuffle (output side, `TokenShuffleHead`): residual MLP blocks, a
-  split (depth-to-space) into `s^2` vectors of width `D/s^2`, an MLP back to
-  `D` per vector, and one shared categorical head predicting each of the
-  window's `s^2` tokens; they are conditionally independent given the
-  window's hidden state. Training is the cross-entropy of every original token.
+- token-shuffle (input side, `TokenShuffle`, in `WindowSteps`): a shared MLP
+  compresses each token embedding `D -> D/s^2`, the `s^2` tokens of a window
+  are concatenated along channels (space-to-depth) into one token of width
+  `D`, then residual MLP blocks (2 in the paper) mix them;
+- token-unshuffle (output side, `TokenUnshuffle`, used by
+  `visgen.generators.window_head.WindowHead`): residual MLP blocks, a split
+  (depth-to-space) into `s^2` vectors of width `D/s^2`, and an MLP back to
+  `D` per vector. The head and the `token_shuffle` registry entry live there.
 
 Order: windows are in raster order of the fused grid, and a window's `s^2`
 tokens in raster order within it (`shuffle` / `unshuffle`). For a video
@@ -25,19 +24,15 @@ Choices the paper leaves open, made here: every MLP is `Linear -> GELU(tanh)
 -> Linear` with biases and hidden width `D` (the larger side); a residual
 block is `x + MLP(RMSNorm(x))` with its last layer zero-initialised, so it
 starts as the identity; the other MLPs use LeCun-normal init (variance
-preserving); an RMSNorm sits between the unshuffle MLP and the shared head
-(the head reads normalised states, as without shuffling). The paper's z-loss
-(used at 2048 px) is not implemented.
+preserving). The paper's z-loss (used at 2048 px) is not implemented.
 """
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from visgen.generators.heads import CategoricalHead
 from visgen.nn.llama import RMSNorm
 
 
@@ -49,18 +44,18 @@ def fused_layout(layout: tuple[int, ...], window: int) -> tuple[int, ...]:
     """
     layout = tuple(int(n) for n in layout)
     if window < 1:
-        raise ValueError(f"shuffle_window must be >= 1, got {window}")
+        raise ValueError(f"the Token-Shuffle window must be >= 1, got {window}")
     if window == 1:
         return layout
     if len(layout) < 2:
         raise ValueError(
             f"token shuffling needs a 2D (h, w) or 3D (t, h, w) token grid; layout {layout} "
-            f"is 1D, so shuffle_window={window} does not apply (use 1)"
+            f"is 1D, so a Token-Shuffle window of {window} does not apply"
         )
     h, w = layout[-2:]
     if h % window or w % window:
         raise ValueError(
-            f"shuffle_window={window} does not divide the token grid {h} x {w} of layout "
+            f"the Token-Shuffle window {window} does not divide the token grid {h} x {w} of layout "
             f"{layout}: the window must divide both spatial sizes"
         )
     return (*layout[:-2], h // window, w // window)
@@ -145,7 +140,7 @@ def _part(width: int, window: int) -> int:
     """`D / s^2`, the width of one token inside a fused position."""
     if width % (window * window):
         raise ValueError(
-            f"width {width} is not divisible by shuffle_window^2 = {window * window}: each "
+            f"width {width} is not divisible by window^2 = {window * window}: each "
             "token of a window gets width / s^2 channels of the fused position"
         )
     return width // (window * window)
@@ -182,95 +177,38 @@ class TokenUnshuffle(nnx.Module):
         return self.expand(x.reshape(b, m, self.window * self.window, -1))
 
 
-class TokenShuffleHead(nnx.Module):
-    """The output side: unshuffle, RMSNorm and one categorical head shared by the window.
+class WindowSteps(nnx.Module):
+    """Token-Shuffle's step embedding: a step is one `s x s` window of `g = s^2` tokens.
 
-    Implements the `Head` interface with a window axis: hidden `[B, M, D]`
-    (one row per fused position) -> logits `[B, M, s^2, V]`, targets
-    `[B, M, s^2]` -> per-token cross-entropy `[B, M, s^2]`.
-
-    `causal=True` (not in the paper, which draws a window's tokens
-    independently) predicts the window's tokens in raster order within it:
-    token `j`'s state gets `sum_{i<j} E_i[t_i]` (one embedding table per
-    earlier slot) added and goes through one more residual MLP before the
-    norm, so `logits` needs the window's tokens (teacher forcing) and
-    sampling draws the `s^2` tokens one after another (`draw_window`) from
-    one transformer pass. A token's logits never read its own or later
-    tokens of the window.
+    Steps `[B, m, s^2]` (ids) -> per-token embeddings -> `TokenShuffle` ->
+    `[B, m, D]`; `step_layout` is the fused grid.
     """
 
     def __init__(
         self,
-        width: int,
-        vocab_size: int,
+        layout: tuple[int, ...],
         window: int,
+        token_embed: nnx.Module,
+        width: int,
         *,
-        blocks: int = 2,
-        zero_init: bool = True,
-        causal: bool = False,
-        dtype: jnp.dtype = jnp.float32,
+        blocks: int,
+        dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
+        self.layout = tuple(int(n) for n in layout)
         self.window = window
-        self.vocab_size = vocab_size
-        self.causal = causal
-        self.unshuffle = TokenUnshuffle(width, window, blocks=blocks, dtype=dtype, rngs=rngs)
-        if causal:
-            init = nnx.initializers.normal(0.02)
-            self.context = nnx.List(
-                [
-                    nnx.Embed(vocab_size, width, embedding_init=init, rngs=rngs)
-                    for _ in range(window * window - 1)
-                ]
-            )
-            self.mix = ResidualMLP(width, dtype=dtype, rngs=rngs)
-        self.norm = RMSNorm(width)
-        self.categorical = CategoricalHead(
-            width, vocab_size, zero_init=zero_init, dtype=dtype, rngs=rngs
-        )
+        self.step_layout = fused_layout(self.layout, window)
+        self.tokens_per_step = window * window
+        self.token_embed = token_embed
+        self.fuse = TokenShuffle(width, window, blocks=blocks, dtype=dtype, rngs=rngs)
 
-    def _context(self, tokens: jax.Array) -> jax.Array:
-        """Window tokens `[..., s^2]` -> `[..., s^2, D]`: row `j` is `sum_{i<j} E_i[t_i]`."""
-        earlier = jnp.stack([embed(tokens[..., i]) for i, embed in enumerate(self.context)], -2)
-        running = jnp.cumsum(earlier.astype(jnp.float32), axis=-2)
-        return jnp.concatenate([jnp.zeros_like(running[..., :1, :]), running], axis=-2)
+    def to_steps(self, tokens: jax.Array) -> jax.Array:
+        """Raster `[B, N, ...]` -> windows `[B, M, s^2, ...]` (`shuffle`)."""
+        return shuffle(tokens, self.layout, self.window)
 
-    def _states(self, hidden: jax.Array, tokens: jax.Array | None = None) -> jax.Array:
-        states = self.unshuffle(hidden)
-        if self.causal:
-            if tokens is None:
-                raise ValueError(
-                    "a causal window head predicts each token from the window's earlier ones: "
-                    "logits need the window's tokens [B, M, s^2] (or sample with draw_window)"
-                )
-            states = self.mix(states + self._context(tokens))
-        return self.norm(states)
+    def from_steps(self, steps: jax.Array) -> jax.Array:
+        """Windows `[B, M, s^2, ...]` -> raster `[B, N, ...]` (`unshuffle`)."""
+        return unshuffle(steps, self.layout, self.window)
 
-    def logits(self, hidden: jax.Array, tokens: jax.Array | None = None) -> jax.Array:
-        """`[B, M, D]` -> `[B, M, s^2, V]` float32; a causal head reads the windows' tokens
-        `[B, M, s^2]` (teacher forcing; the others ignore them)."""
-        return self.categorical.logits(self._states(hidden, tokens))
-
-    def loss(self, hidden: jax.Array, targets: jax.Array) -> jax.Array:
-        """Cross-entropy of every token: hidden `[B, M, D]`, targets `[B, M, s^2]` int ->
-        `[B, M, s^2]` float32."""
-        return self.categorical.loss(self._states(hidden, targets), targets)
-
-    def draw_window(
-        self, hidden: jax.Array, choose: Callable[[jax.Array, int], jax.Array]
-    ) -> jax.Array:
-        """A causal head's sampling: one state per row `[R, D]` -> the window `[R, s^2]` int32.
-
-        Token `j` is `choose(logits [R, V], j)` (`[R]` int32: guidance and the draw
-        are the caller's), given the tokens chosen before it: the same logits as
-        `logits` with those tokens.
-        """
-        states = self.unshuffle(hidden[:, None])[:, 0]  # [R, s^2, D]
-        context = jnp.zeros_like(states[:, 0])
-        chosen = []
-        for j in range(self.window * self.window):
-            state = self.norm(self.mix(states[:, j] + context))
-            chosen.append(choose(self.categorical.logits(state), j))
-            if j < len(self.context):
-                context = context + self.context[j](chosen[-1]).astype(jnp.float32)
-        return jnp.stack(chosen, axis=-1)
+    def __call__(self, steps: jax.Array) -> jax.Array:
+        return self.fuse(self.token_embed(steps))

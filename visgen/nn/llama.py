@@ -73,7 +73,7 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array)
     dots' batch dimensions `(B, H)` leading, so XLA reads it in place. With
     a `[B, S, H, Dh]` cache, XLA CPU transposes the whole cache of every layer
     on every decode step before the dots: at batch 8 that copy was about half
-    of GPT-B's step time (BENCHMARKS.md, AR sampling).
+    of GPT-B's step time (docs/notes/2026-11-26-batch8-decode-step-time.md).
     """
     return _masked_attention(q, k, v, q_pos, "bhkd")
 

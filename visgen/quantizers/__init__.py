@@ -1,12 +1,35 @@
 """Quantizers: the bottleneck between a tokenizer's encoder and decoder.
 
-Each is an NNX module with the same call convention,
-`quantizer(z: [..., D], *, train, rng) -> Quantized`, so a tokenizer swaps a
-VQ codebook for a Gaussian (VAE) posterior by config.
+Each implements `base.Quantizer`, `quantizer(z: [..., input_dim], *, train,
+rng) -> Quantized`, and registers by name in `QUANTIZERS` (one line below),
+so a tokenizer swaps a VQ codebook for a Gaussian (VAE) posterior, or chains
+them, by config.
 """
 
-from visgen.quantizers.base import Quantized
+from visgen.quantizers.base import Quantized, Quantizer
+from visgen.quantizers.chain import Chain
 from visgen.quantizers.gaussian import DiagonalGaussian
+from visgen.quantizers.registry import (
+    QUANTIZERS,
+    make_quantizer,
+    quantizer_input_dim,
+    quantizer_kwargs,
+)
 from visgen.quantizers.vq import CodeUsage, VectorQuantizer
 
-__all__ = ["CodeUsage", "DiagonalGaussian", "Quantized", "VectorQuantizer"]
+QUANTIZERS.register("vq")(VectorQuantizer)
+QUANTIZERS.register("gaussian")(DiagonalGaussian)
+QUANTIZERS.register("chain")(Chain)
+
+__all__ = [
+    "QUANTIZERS",
+    "Chain",
+    "CodeUsage",
+    "DiagonalGaussian",
+    "Quantized",
+    "Quantizer",
+    "VectorQuantizer",
+    "make_quantizer",
+    "quantizer_input_dim",
+    "quantizer_kwargs",
+]

@@ -23,13 +23,22 @@ LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 class DiagonalGaussian(nnx.Module):
     """Gaussian bottleneck on `moments: [B, ..., 2C]` -> latents `[B, ..., C]`.
 
+    Registered as `gaussian`: continuous (no ids, no codebook), nothing to revive.
+
     Args:
       dim: latent channels `C` (the input carries `2C`: mean then logvar).
       kl_weight: weight of the KL term in `losses["kl"]`.
+      rngs: unused (the posterior has no parameters); accepted like every quantizer.
     """
 
-    def __init__(self, dim: int, *, kl_weight: float = 1e-6):
+    kind = "continuous"
+    codebook_size = 0
+    revivable = False
+
+    def __init__(self, dim: int, *, kl_weight: float = 1e-6, rngs: nnx.Rngs | None = None):
+        del rngs
         self.dim = dim
+        self.input_dim = 2 * dim
         self.kl_weight = kl_weight
 
     def split(self, moments: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -61,3 +70,15 @@ class DiagonalGaussian(nnx.Module):
             losses={"kl": self.kl_weight * kl},
             stats={"kl": kl, "posterior_std": jnp.mean(std)},
         )
+
+    def embed(self, indices: jax.Array) -> jax.Array:
+        """Raises: a Gaussian posterior has no ids."""
+        raise ValueError("the gaussian quantizer is continuous: it has no ids to embed")
+
+    def codes(self) -> jax.Array:
+        """Raises: a Gaussian posterior has no codebook."""
+        raise ValueError("the gaussian quantizer is continuous: it has no codebook")
+
+    def revive(self, features: jax.Array, rng: jax.Array | None = None) -> None:
+        """Nothing to revive (`revivable` is False)."""
+        del features, rng

@@ -49,6 +49,8 @@ def _sqdist(z: jax.Array, codes: jax.Array) -> jax.Array:
 class VectorQuantizer(nnx.Module):
     """Nearest-code quantization of `z: [..., D]` into `K` codes.
 
+    Registered as `vq`. Reads and returns `D` channels; revivable.
+
     Args:
       codebook_size: number of codes `K`.
       dim: code dimension `D`.
@@ -57,6 +59,9 @@ class VectorQuantizer(nnx.Module):
       usage_decay: EMA decay of the per-code usage statistics.
       rngs: draws the codebook initialisation.
     """
+
+    kind = "discrete"
+    revivable = True
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class VectorQuantizer(nnx.Module):
     ):
         self.codebook_size = codebook_size
         self.dim = dim
+        self.input_dim = dim
         self.l2_norm = l2_norm
         self.commitment = commitment
         self.usage_decay = usage_decay

@@ -1,23 +1,19 @@
-"""Sampling: jitted decode loops from a generator's condition to token ids.
+"""Sampling: jitted decode loops from a generator's condition to tokens.
 
 Each method is a function `(model, cond, rng, options) -> (tokens, stats)`
 whose whole loop runs as one `jax.jit` program with static shapes and an
-explicit KV-cache pytree: `sample` (plain AR), `sample_no_cache` (AR
-without the cache, a reference) and `sample_sjd` (speculative Jacobi
-decoding, lossless and fewer forward passes); `stats` counts forward passes and generated tokens
-so comparisons are hardware independent as well as timed.
+explicit KV-cache pytree: `sample` (plain AR, any head), `sample_no_cache`
+(AR without the cache, a reference) and `sample_sjd` (speculative Jacobi
+decoding, lossless and fewer forward passes; heads with exact per-token
+probabilities). `stats` counts forward passes and generated tokens so
+comparisons are hardware independent as well as timed. `require` is where a
+sampler refuses a head that lacks a capability it needs.
 """
 
 from visgen.sampling import weight_layout
-from visgen.sampling.ar import (
-    SampleOptions,
-    filter_logits,
-    sample,
-    sample_logits,
-    sample_no_cache,
-    sample_window,
-)
-from visgen.sampling.guidance import SCHEDULES, guidance_scale, guide
+from visgen.sampling.ar import sample, sample_no_cache
+from visgen.sampling.guidance import SCHEDULES, guidance_scale
+from visgen.sampling.options import SampleOptions, UnsupportedHead, require, sample_options
 from visgen.sampling.sjd import (
     DEFAULT_WINDOW,
     check_sjd_args,
@@ -26,20 +22,23 @@ from visgen.sampling.sjd import (
     sample_sjd,
 )
 
+# What `launch.sample --method` names: each sampler and the capability it needs (None: any head).
+METHODS: dict[str, tuple] = {"ar": (sample, None), "sjd": (sample_sjd, "exact_probs")}
+
 __all__ = [
     "DEFAULT_WINDOW",
+    "METHODS",
     "SCHEDULES",
     "SampleOptions",
+    "UnsupportedHead",
     "check_sjd_args",
     "default_init",
-    "filter_logits",
     "guidance_scale",
-    "guide",
     "inits_for",
+    "require",
     "sample",
-    "sample_logits",
-    "sample_window",
     "sample_no_cache",
+    "sample_options",
     "sample_sjd",
     "weight_layout",
 ]

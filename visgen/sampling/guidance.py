@@ -1,7 +1,8 @@
-"""Classifier-free guidance: the guided logits and the per-step scale schedules.
+"""Classifier-free guidance schedules: the scale `s(t)` at each step of a sampling loop.
 
-Guided logits are `u + (c - u) * s(t)` for conditional `c` and unconditional `u`
-logits (Ho & Salimans 2022; LlamaGen's `uncond + (cond - uncond) * cfg_scale`).
+A head applies the scale to what it guides (`visgen.generators.guide`:
+`u + (c - u) * s(t)` on logits for categorical heads, Ho & Salimans 2022;
+LlamaGen's `uncond + (cond - uncond) * cfg_scale`).
 The scale at step `t` of `N` (the step producing token `t`, 0-based):
 
 - `constant`: `s` (LlamaGen, VAR-free AR baselines).
@@ -47,8 +48,3 @@ def guidance_scale(
         start, end = interval
         s = jnp.where((frac >= start) & (frac < end), s, 1.0)
     return s.astype(jnp.float32)
-
-
-def guide(cond_logits: jax.Array, uncond_logits: jax.Array, scale: jax.Array) -> jax.Array:
-    """`u + (c - u) * scale` for logits `[..., V]`."""
-    return uncond_logits + (cond_logits - uncond_logits) * scale

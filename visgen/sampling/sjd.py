@@ -32,8 +32,11 @@ Per row, with `n` tokens committed and drafts `d_0 .. d_{L-2}` for tokens
    so the stale entries past it are overwritten before any query can see them
    and "truncation" is not advancing the row's position.
 
-Token-Shuffle models (`visgen.generators.token_shuffle`) draw a window of `g =
-s^2` tokens per step, conditionally independent given the step's hidden
+Heads: SJD needs exact per-token probabilities, the tokens of a step drawn
+each on its own from them (`EXACT_PROBS`: the categorical head, and
+Token-Shuffle window heads drawing independently); `visgen.sampling.require`
+refuses any other head. A step has `g` tokens (`g = s^2` for a Token-Shuffle
+window, 1 otherwise), conditionally independent given the step's hidden
 state, so the loop runs over steps with a `g` axis: a draft is a whole window
 (a repeat init copies the previous or upper window), each of its tokens is
 tested on its own, and the step is accepted only when all `g` pass. At the
@@ -42,9 +45,9 @@ redrawn from their own residuals. Each token is then an exact, independent
 draw of its `p`, so the window is an exact draw of their product; the joint
 test `min(1, prod p / prod q)` would accept more often, but its residual
 over `V^g` windows is intractable. (This composition is ours; the two papers
-do not combine them.) Plain AR's `coupled_windows` is refused: its coupled
-window is not a product of per-token distributions that drafts could be
-tested against.
+do not combine them.) Coupled window draws are refused: a coupled window is
+not a product of per-token distributions that drafts could be tested
+against.
 
 Batches: rows accept different numbers of drafts, so each row keeps its own
 position; the model's `decode_step` runs under `jax.vmap` over rows (each with
@@ -76,16 +79,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from visgen.generators.ar import Cache
-from visgen.sampling.ar import ModelLike, SampleOptions, as_graph_state, filter_logits
-from visgen.sampling.guidance import guidance_scale, guide
+from visgen.generators import EXACT_PROBS, Cache, guide
+from visgen.generators.categorical import draw_processed, process_logits
+from visgen.sampling.ar import ModelLike, as_graph_state
+from visgen.sampling.guidance import guidance_scale
+from visgen.sampling.options import SampleOptions, require
 from visgen.sampling.weight_layout import loop_model
 
 INITS_1D: tuple[str, ...] = ("random", "repeat_prev")
 INITS_GRID: tuple[str, ...] = ("random", "repeat_horizontal", "repeat_vertical")
 DEFAULT_WINDOW = 16
-# The best of `INITS_GRID` on the demo generator (BENCHMARKS.md); 1D layouts use
-# the matching previous-token copy.
+# The best of `INITS_GRID` on the demo generator (docs/notes/2026-11-26-sjd-demo-generator.md);
+# 1D layouts use the matching previous-token copy.
 DEFAULT_INIT_GRID = "repeat_horizontal"
 DEFAULT_INIT_1D = "repeat_prev"
 
@@ -102,7 +107,7 @@ def default_init(layout: tuple[int, ...]) -> str:
 
 def check_sjd_args(layout: tuple[int, ...], window: int, init: str) -> None:
     """Raise ValueError unless `window >= 1` and `init` suits `layout` (a model's
-    `fused_layout`: its steps' layout, the token layout without Token-Shuffle)."""
+    `step_layout`: the token layout, or the fused grid of Token-Shuffle windows)."""
     if window < 1:
         raise ValueError(f"the SJD window must be >= 1, got {window}")
     valid = inits_for(layout)
@@ -138,28 +143,6 @@ class SJDState(NamedTuple):
     cache: Cache
     passes: jax.Array
     accepted: jax.Array
-
-
-def _target(logits: jax.Array, options: SampleOptions) -> tuple[jax.Array, jax.Array]:
-    """Guided logits `[..., V]` -> (logits to draw from, target probabilities `p`).
-
-    The same processing as `sample_logits`: temperature, top-k, top-p; at
-    temperature 0 `p` is one-hot on the argmax.
-    """
-    if options.temperature == 0.0:
-        return logits, jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1])
-    filtered = filter_logits(logits / options.temperature, options.top_k, options.top_p)
-    return filtered, jax.nn.softmax(filtered, axis=-1)
-
-
-def _draw(filtered: jax.Array, key: jax.Array, options: SampleOptions) -> jax.Array:
-    """One token per `[B, g, V]` processed logits row, as plain AR draws a step: `[B, g]`
-    int32 (the `B * g` rows flattened, as `visgen.sampling.ar` passes them)."""
-    if options.temperature == 0.0:
-        return jnp.argmax(filtered, axis=-1).astype(jnp.int32)
-    flat = filtered.reshape(-1, filtered.shape[-1])
-    drawn = jax.random.categorical(key, flat, axis=-1).astype(jnp.int32)
-    return drawn.reshape(filtered.shape[:-1])
 
 
 def passes_test(p: jax.Array, q: jax.Array, drafts: jax.Array, u: jax.Array) -> jax.Array:
@@ -266,20 +249,11 @@ def _sjd_loop(
 ) -> SJDState:
     model = nnx.merge(graphdef, state)
     # `n` steps of `g` tokens each (Token-Shuffle windows; g = 1 without it).
-    b, n, vocab = cond.shape[0], model.num_steps, model.vocab_size
-    g, layout = model.window_tokens, model.fused_layout
+    b, n, vocab = cond.shape[0], model.num_steps, model.spec.vocab_size
+    g, layout = model.tokens_per_step, model.step_layout
     init = init or default_init(layout)
-    check_sjd_args(layout, window, init)  # at trace time: once per compiled loop
-    if getattr(model, "causal_window", False):
-        raise ValueError(
-            "SJD tests a window's tokens each against its own distribution; a causal window "
-            "head draws them one after another (plain AR only)"
-        )
-    if options.coupled_windows and g > 1:
-        raise ValueError(
-            "SJD draws a window's tokens independently (each is tested against its own "
-            "distribution); coupled_windows is a plain-AR option: turn it off for SJD"
-        )
+    head_options = options.head_options(model.head)
+    temperature = options.temperature
     length, drafts = window, window - 1
     guided = options.guided
     groups = 2 if guided else 1
@@ -288,13 +262,14 @@ def _sjd_loop(
     drop = jnp.arange(2 * b) >= b if guided else None
 
     def process(logits: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """`[B, G, K, g, V]` logits predicting steps `index` `[B, K]` -> `_target`."""
+        """`[B, G, K, g, V]` logits predicting steps `index` `[B, K]` -> `process_logits`."""
         if guided:
             scale = guidance_scale(
                 options.cfg_schedule, options.cfg_scale, index, n, options.cfg_interval
             )
-            return _target(guide(logits[:, 0], logits[:, 1], scale[..., None, None]), options)
-        return _target(logits[:, 0], options)
+            logits = guide(logits[:, 0], logits[:, 1], scale[..., None, None])
+            return process_logits(logits, temperature, head_options)
+        return process_logits(logits[:, 0], temperature, head_options)
 
     in_loop = loop_model(graphdef, state)
 
@@ -303,20 +278,21 @@ def _sjd_loop(
         step_model = in_loop()
 
         def one_row(tokens, start, cache):
-            fed = jnp.broadcast_to(tokens.reshape(-1), (groups, length * g))
-            logits, cache = step_model.decode_step(fed, start, cache)
-            return logits.reshape(groups, length, g, vocab), cache
+            fed = jnp.broadcast_to(tokens, (groups, length, g))
+            hidden, cache = step_model.decode_step(fed, start, cache)
+            return step_model.head.logits(hidden), cache
 
         return jax.vmap(one_row)(window_tokens, start, cache)
 
     # Pass 0: the prefill commits token 0 with plain AR's key, then the first drafts.
     cache = model.init_cache(groups * b, max_len=model.max_len + drafts)
-    logits, cache = model.prefill(cond_all, cache, drop=drop)
+    hidden, cache = model.prefill(cond_all, cache, drop=drop)
+    logits = model.head.logits(hidden[:, None])
     cache = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(groups, b, *x.shape[1:]), 0, 1), cache)
     logits = logits.reshape(groups, b, 1, g, vocab).swapaxes(0, 1)
     filtered, _ = process(logits, jnp.zeros((b, 1)))
     key0 = jax.random.fold_in(rng, 0)
-    first = _draw(filtered[:, 0], key0, options)
+    first = draw_processed(filtered[:, 0], key0, temperature)
     tokens = jnp.zeros((b, n + length, g), jnp.int32).at[:, 0].set(first)
     zeros = jnp.zeros((b,), jnp.int32)
     slots = 1 + jnp.broadcast_to(jnp.arange(drafts), (b, drafts))
@@ -335,7 +311,7 @@ def _sjd_loop(
         filtered, p = process(logits, st.pos[:, None] + offsets)
         # The last output (the bonus token) is drawn as plain AR draws token `step`; the
         # others only seed the next drafts, with one uniform each.
-        last = _draw(filtered[:, -1], key, options)[:, None]
+        last = draw_processed(filtered[:, -1], key, temperature)[:, None]
         s = jnp.concatenate([inverse_cdf_draw(p[:, :-1], u_draw[:, :-1]), last], axis=1)
         if drafts:
             a = accept_drafts(p[:, :-1], st.q, window_tokens[:, 1:], u_accept)
@@ -399,13 +375,17 @@ def run_sjd(
     `window` or `init` values raise ValueError.
     """
     graphdef, state = as_graph_state(model)
+    options = options or SampleOptions()
+    module = nnx.merge(graphdef, state)
+    require(module.head, options, EXACT_PROBS, "SJD")
+    check_sjd_args(module.step_layout, window, init or default_init(module.step_layout))
     limit = jnp.iinfo(jnp.int32).max if max_passes is None else max_passes
     return _sjd_loop_jit(
         graphdef,
         state,
         jnp.asarray(cond),
         rng,
-        options=options or SampleOptions(),
+        options=options,
         window=window,
         init=init,
         max_passes=jnp.int32(limit),
@@ -424,12 +404,13 @@ def sample_sjd(
     """Sample token ids with speculative Jacobi decoding.
 
     Args:
-      model: an `ARTransformer` with a categorical head, or its `(graphdef, state)`.
+      model: an `ARGenerator` whose head gives exact per-token probabilities, or its
+        `(graphdef, state)`.
       cond: class labels `[B]` int or text embeddings `[B, c, D_text]`.
       rng: a PRNG key; equal keys give equal samples.
       options: decoding options as for `visgen.sampling.sample` (static).
       window: tokens per forward pass `L` (`L - 1` drafts); 1 is plain AR.
-      init: draft initialisation (`inits_for(model.layout)`); None is the
+      init: draft initialisation (`inits_for(model.step_layout)`); None is the
         layout's default.
 
     Returns:
@@ -450,7 +431,7 @@ def sample_sjd(
         int(x) for x in jax.device_get((st.step, jnp.sum(st.accepted), jnp.sum(st.passes)))
     )
     module = model if isinstance(model, nnx.Module) else nnx.merge(*model)
-    tokens = module.to_raster(st.tokens[:, :n].reshape(b, -1))
+    tokens = module.embedding.from_steps(st.tokens[:, :n])
     return tokens, {
         "forward_passes": forward_passes,
         "tokens_generated": int(tokens.size),

@@ -4,12 +4,9 @@
 multiplies a handful of rows by every kernel, so it is bound by reading the
 weights. XLA CPU's dot kernels stream a kernel much faster at these row
 counts when it is stored `[N, K]` (torch's `nn.Linear` layout) and is the
-dot's left operand, `w_t [N, K] . x [M, K] -> [N, M]`: at 8 rows, 1.6-2x
-faster than `x . w_t` and 1.7-3x faster than `x @ w` with the default
-(YNNPACK) kernels, 1-2.2x and 1.9-3x with Eigen's (`python -m
-evals.bench_decode_matmul`, rows `stream_wt`). GPT-B at batch 8 decoded
-114-130 -> 159-206 tokens/s without guidance (BENCHMARKS.md, "Weights as the
-dots' left operand, and a cache that grows").
+dot's left operand, `w_t [N, K] . x [M, K] -> [N, M]` (measured with
+`python -m bench.bench_decode_matmul`, rows `stream_wt`, and on GPT-B's decode
+loop: docs/notes/2026-11-26-weights-first-dots-growing-cache.md).
 
 `loop_model(graphdef, state)` is called once, outside the loop: it
 materialises the transposed copies (behind an optimisation barrier, so no

@@ -2,6 +2,8 @@
 
 A task turns its part of the config into typed arguments, builds the model and
 supplies the loss, the evaluation and a preview (see `visgen.train.task.Task`).
+`visgen.tasks.restore` reads a trained workdir back for inference (only a task
+knows how to build its model). This package itself stays light to import.
 """
 
 from visgen.registry import Registry

@@ -1,24 +1,28 @@
-"""Generator training: an AR transformer on the tokens of a frozen, trained tokenizer.
+"""Generator training: an AR generator on the tokens of a frozen, trained tokenizer.
 
 Each step tokenizes the batch with the tokenizer's EMA weights (embedded in
 the model as `Frozen` variables, so they are neither trained nor saved again)
 inside the same jitted step, then minimises the next-token cross-entropy
-given the condition, dropped to the null condition with the generator's
-`cond_dropout` for classifier-free guidance. The condition is the class
-label, or with a text encoder (`visgen.text`, `text_encoder` below) the
-batch's captions: `host_batch` encodes them on the host into `"text"`
-`[b, L, D]` float32 before the batch enters the jitted step (strings cannot),
+given the condition (the head's loss: cross-entropy for categorical heads),
+dropped to the null condition with the generator's `cond_dropout` for
+classifier-free guidance. The generator is built from the tokenizer's
+`TokenSpec` and the config's `generator.head` (which head, and its
+arguments). The condition is the class label, or with a text encoder
+(`visgen.text`, `text_encoder` below) the batch's captions: `host_batch`
+encodes them on the host into `"text"` `[b, L, D]` float32 before the batch
+enters the jitted step (`visgen.text.encode_batch_captions`; strings cannot),
 and the generator is built with `text_dim = D` and `cls_token_num = L`. With
 `config.data.token_cache = DIR` the train split is tokenized once into DIR
 (`visgen.data.token_cache`; built on first use, refused if another tokenizer
 checkpoint made it) and train steps read the ids from there, skipping the
 encoder; evaluation still tokenizes the test images.
 
-Evaluation reports the test cross-entropy (nats per token) beside the
-frequency-only baseline: the entropy of the test split's own token
-histogram, i.e. the best any model that ignores context and condition can
-score. The preview samples one row per class with the configured options
-(text: one row per caption of the first test examples).
+Evaluation reports the head's test loss per token (`cross_entropy`, nats,
+for categorical heads) and, for discrete tokens, the frequency-only
+baseline: the entropy of the test split's own token histogram, i.e. the best
+any model that ignores context and condition can score. The preview samples
+one row per class with the configured options (text: one row per caption of
+the first test examples).
 """
 
 import dataclasses
@@ -33,16 +37,15 @@ from flax import nnx
 
 from visgen.data import DataConfig, make_eval_iterator, num_examples
 from visgen.data.token_cache import TokenizerRecord, build_token_cache, check_cache, read_metadata
-from visgen.generators import make_generator
+from visgen.generators import head_options_type, make_generator
 from visgen.metrics import codebook
-from visgen.sampling import SampleOptions, sample
+from visgen.sampling import SampleOptions, sample, sample_options
 from visgen.tasks import TASKS
-from visgen.text import TextEncoder, make_text_encoder
+from visgen.tasks.restore import load_frozen
+from visgen.text import TextEncoder, encode_batch_captions, make_text_encoder
+from visgen.token_spec import TokenSpec
+from visgen.train.progress import progress_bar
 from visgen.train.task import Batch
-from visgen.train.workdir import load_frozen
-
-# `config.sample.cfg_schedule` value that follows the generator: see `sample_settings`.
-AUTO_SCHEDULE = "auto"
 
 # Preview rows of a text-conditional generator: the captions of the first test examples.
 PREVIEW_CAPTIONS = 8
@@ -56,18 +59,12 @@ def make_config_text_encoder(config) -> TextEncoder | None:
     return make_text_encoder(**config.text_encoder.to_dict())
 
 
-def sample_settings(config) -> dict[str, Any]:
-    """`config.sample` as `SampleOptions` keyword arguments, `cfg_schedule: auto` resolved.
-
-    `auto` is Token-Shuffle's `half-linear` for a generator with
-    `shuffle_window > 1` (the paper's default there) and LlamaGen's
-    `constant` otherwise; any named schedule is kept.
-    """
+def config_sample_options(config, **overrides) -> SampleOptions:
+    """`config.sample` (updated with the non-None `overrides`) as `SampleOptions` for the
+    head `config.generator.head.name` names; unknown keys name the valid ones."""
     values = dict(config.sample)
-    if values.get("cfg_schedule") == AUTO_SCHEDULE:
-        shuffled = int(config.generator.get("shuffle_window", 1)) > 1
-        values["cfg_schedule"] = "half-linear" if shuffled else "constant"
-    return values
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return sample_options(values, head_options_type(config.generator.head.name))
 
 
 class GeneratorModel(nnx.Module):
@@ -84,9 +81,9 @@ class GeneratorTask:
     tokenizer tokens.
 
     Args:
-      generator: keyword arguments of `make_generator` (`name` included);
-        `vocab_size` and `layout` come from the tokenizer, and with a text
-        encoder `text_dim` and `cls_token_num` come from it.
+      generator: keyword arguments of `make_generator` (`name` and `head`
+        included); `spec` comes from the tokenizer, and with a text encoder
+        `text_dim` and `cls_token_num` come from it.
       tokenizer_workdir: a trained tokenizer's workdir (its latest checkpoint).
       sample: decoding options for previews (and the sampling CLI's defaults).
       preview_per_class: samples per class (per caption for text) in the preview grid.
@@ -109,13 +106,8 @@ class GeneratorTask:
                 "trained tokenizer (--config.tokenizer_workdir=DIR)"
             )
         self.frozen_tokenizer = load_frozen(tokenizer_workdir)
-        spec = self.frozen_tokenizer.build().tokenizer.spec
-        if spec.kind != "discrete":
-            raise ValueError(
-                f"the tokenizer in {tokenizer_workdir} makes {spec.kind} tokens; the AR "
-                "generator's categorical head needs discrete ones"
-            )
-        self.spec = spec
+        # The head checks that it can model these tokens when the generator is built.
+        self.spec = self.frozen_tokenizer.build().tokenizer.spec
         self.generator_args = dict(generator)
         self.num_classes = int(self.generator_args.get("num_classes", 0))
         self.text_encoder = text_encoder
@@ -130,21 +122,20 @@ class GeneratorTask:
         return cls(
             generator=config.generator.to_dict(),
             tokenizer_workdir=config.tokenizer_workdir,
-            sample=SampleOptions(**sample_settings(config)),
+            sample=config_sample_options(config),
             preview_per_class=config.preview_per_class,
             dtype=config.dtype,
             text_encoder=make_config_text_encoder(config),
         )
 
     def tokenizer_record(self) -> TokenizerRecord:
-        """The frozen tokenizer's identity, as token caches record it."""
+        """The frozen tokenizer's identity and token spec, as token caches record them."""
         frozen = self.frozen_tokenizer
         return TokenizerRecord(
             workdir=os.path.abspath(frozen.workdir),
             step=int(frozen.step),
             fingerprint=frozen.fingerprint,
-            layout=tuple(self.spec.layout),
-            vocab_size=int(self.spec.vocab_size),
+            spec=self.spec,
         )
 
     def prepare_data(self, data_cfg: DataConfig, batch_size: int = 64) -> dict | None:
@@ -187,6 +178,7 @@ class GeneratorTask:
                 math.ceil(count / batch_size),
                 record,
                 data_cfg,
+                progress=progress_bar,
             )
         return check_cache(directory, record, data_cfg)
 
@@ -195,14 +187,7 @@ class GeneratorTask:
         `"caption"`s (str `[b]`); otherwise the batch as is."""
         if self.text_encoder is None:
             return batch
-        if "caption" not in batch:
-            raise ValueError(
-                "a text-conditional generator needs captions in its batches (data.with_captions)"
-            )
-        captions = [str(c) for c in batch["caption"]]
-        if not any(c.strip() for c in captions):
-            raise ValueError("every caption in the batch is empty: does the dataset have captions?")
-        return {**batch, "text": self.text_encoder.encode(captions).embeddings}
+        return encode_batch_captions(batch, self.text_encoder)
 
     def condition(self, batch: Batch) -> jax.Array:
         """The generator's condition from a batch: `"text"` `[B, L, D]` or `"label"` `[B]`."""
@@ -210,16 +195,12 @@ class GeneratorTask:
 
     def build(self, rngs: nnx.Rngs) -> GeneratorModel:
         generator = make_generator(
-            **self.generator_args,
-            vocab_size=self.spec.vocab_size,
-            layout=self.spec.layout,
-            dtype=self.dtype,
-            rngs=rngs,
+            **self.generator_args, spec=self.spec, dtype=self.dtype, rngs=rngs
         )
         return GeneratorModel(generator, self.frozen_tokenizer.build().tokenizer)
 
     def _tokens(self, model: GeneratorModel, images: jax.Array) -> jax.Array:
-        """Images -> token ids `[B, N]` (raster order of the tokenizer's layout)."""
+        """Images -> tokens `[B, N]` (raster order of the tokenizer's layout)."""
         tokens = model.tokenizer.encode(images).tokens
         return jax.lax.stop_gradient(tokens.reshape(tokens.shape[0], -1))
 
@@ -235,38 +216,40 @@ class GeneratorTask:
         del model, aux, rng
 
     def eval_batch(self, model: GeneratorModel, batch: Batch) -> dict[str, jax.Array]:
-        mask = batch["mask"]
+        m = batch["mask"].astype(jnp.float32)
         tokens = self._tokens(model, batch["image"])
-        logits = model.generator(tokens, self.condition(batch))
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        ce = -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
-        m = mask.astype(jnp.float32)
-        return {
-            "ce_sum": jnp.sum(m[:, None] * ce),
+        losses = model.generator.token_losses(tokens, self.condition(batch))
+        sums = {
+            "loss_sum": jnp.sum(m[:, None] * losses),
             "tokens": jnp.sum(m) * tokens.shape[1],
-            "code_histogram": codebook.code_histogram(tokens, self.spec.vocab_size, mask),
         }
+        if self.spec.kind == "discrete":
+            sums["code_histogram"] = codebook.code_histogram(
+                tokens, self.spec.vocab_size, batch["mask"]
+            )
+        return sums
 
     def eval_summary(self, sums: dict[str, Any]) -> dict[str, float]:
-        counts = np.asarray(sums["code_histogram"], np.float64)
-        p = counts[counts > 0] / counts.sum()
-        frequency_ce = float(-np.sum(p * np.log(p)))
-        test_ce = float(sums["ce_sum"]) / float(sums["tokens"])
-        return {
-            "cross_entropy": test_ce,
-            "frequency_baseline_cross_entropy": frequency_ce,
-            "nats_below_baseline": frequency_ce - test_ce,
-            "tokens": float(sums["tokens"]),
-        }
+        test_loss = float(sums["loss_sum"]) / float(sums["tokens"])
+        out = {"cross_entropy": test_loss, "tokens": float(sums["tokens"])}
+        if "code_histogram" in sums:
+            counts = np.asarray(sums["code_histogram"], np.float64)
+            p = counts[counts > 0] / counts.sum()
+            frequency_ce = float(-np.sum(p * np.log(p)))
+            out.update(
+                frequency_baseline_cross_entropy=frequency_ce,
+                nats_below_baseline=frequency_ce - test_loss,
+            )
+        return out
 
     def class_labels(self, per_class: int) -> np.ndarray:
         """`[num_classes * per_class]` labels, class-major (one preview row per class)."""
         return np.repeat(np.arange(self.num_classes, dtype=np.int32), per_class)
 
     def decode(self, model: GeneratorModel, tokens: jax.Array) -> jax.Array:
-        """Token ids `[B, N]` -> images in [-1, 1] through the frozen tokenizer."""
-        ids = tokens.reshape(tokens.shape[0], *self.spec.layout)
-        return jnp.clip(model.tokenizer.decode(ids), -1.0, 1.0)
+        """Tokens `[B, N, ...]` -> images in [-1, 1] through the frozen tokenizer."""
+        grid = tokens.reshape(tokens.shape[0], *self.spec.layout, *tokens.shape[2:])
+        return jnp.clip(model.tokenizer.decode(grid), -1.0, 1.0)
 
     def preview(self, model: GeneratorModel, batch: Batch) -> jax.Array:
         """Samples, one row per class: `[num_classes, per_class, H, W, 3]`; for text,
@@ -281,6 +264,26 @@ class GeneratorTask:
         tokens, _ = sample(model.generator, cond, jax.random.key(0), self.sample_options)
         images = self.decode(model, tokens)
         return images.reshape(rows, per, *images.shape[1:])
+
+
+class TokenBatchTask:
+    """The generator task's training loss on token batches (`{"tokens", "label"}`, what a
+    token cache feeds), with no tokenizer: a `visgen.train.task.Task` for timing the
+    step and for tests. `generator`: `make_generator` arguments; `spec`: the tokens'."""
+
+    def __init__(self, generator: dict[str, Any], spec: TokenSpec):
+        self.generator = dict(generator, spec=spec)
+
+    def build(self, rngs: nnx.Rngs) -> nnx.Module:
+        return make_generator(**self.generator, rngs=rngs)
+
+    def loss(self, model, batch: Batch, rng: jax.Array, step: jax.Array):
+        del step
+        loss = model.loss(batch["tokens"], batch["label"], train=True, rng=rng)
+        return loss, {"cross_entropy": loss}, None
+
+    def after_update(self, model, aux, rng: jax.Array) -> None:
+        del model, aux, rng
 
 
 def _text_args(generator: dict[str, Any], encoder: TextEncoder) -> dict[str, int]:

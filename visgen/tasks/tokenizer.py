@@ -1,11 +1,19 @@
-"""Tokenizer training: reconstruction + quantizer losses, optional GAN and perceptual terms.
+"""Tokenizer training: the tokenizer's own loss terms, plus pixel losses where it asks.
 
-Loss (per step, images or videos `x` in [-1, 1]):
+The task asks the tokenizer for its training output (`Tokenizer.training_step`:
+reconstruction `x_hat`, weighted loss terms, statistics). A pixel-regression
+tokenizer (`regress_pixels`) is trained on (per step, images or videos `x` in [-1, 1])
 
-    L = w_rec * rec(x_hat, x) + quantizer/KL losses
+    L = w_rec * rec(x_hat, x) + its losses (quantizer / KL)
         + w_lpips * LPIPS(x_hat, x)                         (if a weights file is given)
         + gan_weight(step) * hinge_G(D(x_hat))              (D's params held fixed)
         + [step >= gan_start] * (hinge_D(D(x), D(sg(x_hat))) + w_lecam * LeCam)
+
+and a tokenizer that owns its objective (a flow decoder, TiTok's two-stage
+proxy-code cross-entropy) on its losses alone: `rec` and PSNR of its `x_hat`,
+if it returns one, are logged but not optimised, and GAN or perceptual weights
+are refused. A tokenizer whose spec needs text gets the batch's `"text"`
+(encoded captions `[B, L, D]`) in training, evaluation and previews.
 
 The generator and discriminator terms are differentiated in one backward pass
 with stop-gradients separating them, so one optimizer updates both at the same
@@ -32,7 +40,7 @@ from visgen.losses import (
 )
 from visgen.metrics import codebook, image
 from visgen.tasks import TASKS
-from visgen.tokenizers import make_tokenizer
+from visgen.tokenizers import Tokenizer, TokenizerOutput, make_tokenizer
 from visgen.train.task import Batch
 
 
@@ -41,13 +49,15 @@ class TokenizerLossConfig:
     """Typed loss settings (`config.loss`).
 
     Attributes:
-      recon: `l1`, `l2` or `l1+l2`; recon_weight its weight.
+      recon: `l1`, `l2` or `l1+l2`; recon_weight its weight (pixel-regression
+        tokenizers; one that owns its objective only logs `recon_loss`).
       perceptual_weight: LPIPS weight; needs `perceptual_weights` (a local `.npz`,
         see `visgen.losses.perceptual`).
       gan_weight: generator hinge weight from step `gan_start` (0 = no GAN).
       lecam_weight, lecam_decay: LeCam regulariser of the discriminator.
       disc_channels, disc_layers: PatchGAN width and depth.
-      revive_every: dead-code revival period in steps (0 = off; VQ only).
+      revive_every: dead-code revival period in steps (0 = off; only for
+        tokenizers whose quantizer is `revivable`, e.g. VQ).
     """
 
     recon: str = "l2"
@@ -78,6 +88,20 @@ def _fold_time(x: jax.Array) -> jax.Array:
     return x.reshape((-1, *x.shape[-3:])) if x.ndim == 5 else x
 
 
+def _text(tokenizer: Tokenizer, batch: Batch) -> jax.Array | None:
+    """The batch's encoded captions `"text"` `[B, L, D]` if the tokenizer's spec
+    needs text, else None."""
+    if not tokenizer.spec.needs_text:
+        return None
+    if "text" not in batch:
+        raise ValueError(
+            f"the tokenizer is text-conditioned ({tokenizer.spec.describe()}) but the batch "
+            "has no 'text' (encoded captions): read captions (data.with_captions) and "
+            "encode them with a visgen.text encoder"
+        )
+    return batch["text"]
+
+
 @TASKS.register("tokenizer")
 class TokenizerTask:
     """Trains any tokenizer in `visgen.tokenizers` on images or videos."""
@@ -88,8 +112,8 @@ class TokenizerTask:
         proxy_workdir = self.tokenizer_args.pop("proxy_workdir", "")
         self.proxy = None
         if proxy_workdir:
-            # Imported here: the workdir module pulls in the data pipeline (TFDS, grain).
-            from visgen.train.workdir import load_frozen
+            # Imported here: restoring pulls in checkpointing, and `restore` imports this package.
+            from visgen.tasks.restore import load_frozen
 
             self.proxy = load_frozen(proxy_workdir)
         self.loss_cfg = loss
@@ -132,10 +156,16 @@ class TokenizerTask:
     def loss(self, model: TokenizerModel, batch: Batch, rng: jax.Array, step: jax.Array):
         cfg = self.loss_cfg
         x = batch["image"]
-        recon, enc = model.tokenizer(x, train=True, rng=rng)
+        text = _text(model.tokenizer, batch)
+        out = model.tokenizer.training_step(x, text=text, rng=rng)
+        aux = {"x": x, "text": text, "step": step}
+        if not out.regress_pixels:
+            loss, metrics = self._own_objective(model, x, out)
+            return loss, metrics, aux
+        recon = out.recon
         rec = reconstruction_loss(recon, x, cfg.recon)
-        loss = cfg.recon_weight * rec + sum(enc.losses.values())
-        metrics = {"recon_loss": rec, **enc.losses, **enc.stats}
+        loss = cfg.recon_weight * rec + sum(out.losses.values())
+        metrics = {"recon_loss": rec, **out.losses, **out.stats}
         if model.perceptual is not None:
             p = jnp.mean(model.perceptual(recon, x))
             loss += cfg.perceptual_weight * p
@@ -143,7 +173,22 @@ class TokenizerTask:
         if model.discriminator is not None:
             loss += self._gan_terms(model, x, recon, step, metrics)
         metrics["psnr"] = jnp.mean(image.psnr(image.to_255(recon), image.to_255(x)))
-        return loss, metrics, {"x": x, "step": step}
+        return loss, metrics, aux
+
+    def _own_objective(self, model: TokenizerModel, x, out: TokenizerOutput):
+        """(loss, metrics) of a tokenizer that owns its objective: its losses alone;
+        the reconstruction loss and PSNR of its `recon` (if any) are only logged."""
+        if model.perceptual is not None or model.discriminator is not None:
+            raise ValueError(
+                "the tokenizer trains with its own objective (its training_step asks for no "
+                "pixel regression), so loss.perceptual_weight and loss.gan_weight must be 0"
+            )
+        loss = sum(out.losses.values())
+        metrics = {**out.losses, **out.stats}
+        if out.recon is not None:
+            metrics["recon_loss"] = reconstruction_loss(out.recon, x, self.loss_cfg.recon)
+            metrics["psnr"] = jnp.mean(image.psnr(image.to_255(out.recon), image.to_255(x)))
+        return loss, metrics
 
     def _gan_terms(self, model: TokenizerModel, x, recon, step, metrics) -> jax.Array:
         cfg = self.loss_cfg
@@ -158,14 +203,12 @@ class TokenizerTask:
         return gan_weight(step, cfg.gan_start, cfg.gan_weight) * g_loss + active * d_loss
 
     def after_update(self, model: TokenizerModel, aux, rng: jax.Array) -> None:
-        quantizer = getattr(model.tokenizer, "quantizer", None)
         every = self.loss_cfg.revive_every
-        if every <= 0 or not hasattr(quantizer, "revive"):
+        if every <= 0 or not model.tokenizer.revivable:
             return
 
         def revive(m):
-            features = m.tokenizer.features(aux["x"])
-            m.tokenizer.quantizer.revive(features.reshape(-1, features.shape[-1]), rng)
+            m.tokenizer.revive(aux["x"], text=aux["text"], rng=rng)
 
         # Revival costs an encoder forward pass, so it runs every `revive_every` steps.
         nnx.cond(aux["step"] % every == every - 1, revive, lambda m: None, model)
@@ -173,7 +216,7 @@ class TokenizerTask:
     def eval_batch(self, model: TokenizerModel, batch: Batch) -> dict[str, jax.Array]:
         x = batch["image"]
         mask = batch["mask"]
-        recon, enc = model.tokenizer(x, train=False)
+        recon, enc = model.tokenizer(x, text=_text(model.tokenizer, batch), train=False)
         frames = x.shape[1] if x.ndim == 5 else 1
         fmask = jnp.repeat(mask, frames).astype(jnp.float32)
         ref, rec = image.to_255(_fold_time(x)), image.to_255(_fold_time(recon))
@@ -212,7 +255,7 @@ class TokenizerTask:
     def preview(self, model: TokenizerModel, batch: Batch, max_columns: int = 16) -> jax.Array:
         """Originals above reconstructions: `[2, N, H, W, 3]` (videos: one row pair per clip)."""
         x = batch["image"]
-        recon, _ = model.tokenizer(x, train=False)
+        recon, _ = model.tokenizer(x, text=_text(model.tokenizer, batch), train=False)
         if x.ndim == 5:
             n = min(4, x.shape[0])
             pairs = jnp.stack([x[:n], recon[:n]], axis=1)  # [n, 2, T, H, W, 3]

@@ -10,6 +10,7 @@ local weights file registers beside it and is chosen by config name.
 
 from visgen.registry import Registry
 from visgen.text.base import TextEmbeddings, TextEncoder
+from visgen.text.batches import encode_batch_captions
 from visgen.text.random_words import RandomWordEncoder, split_words, word_vector
 
 TEXT_ENCODERS: Registry[type] = Registry("text encoder")
@@ -26,6 +27,7 @@ __all__ = [
     "RandomWordEncoder",
     "TextEmbeddings",
     "TextEncoder",
+    "encode_batch_captions",
     "make_text_encoder",
     "split_words",
     "word_vector",

@@ -1,34 +1,25 @@
 """Tokenizers: images and videos to tokens and back (`base.Tokenizer` protocol).
 
 `TOKENIZERS` maps config names to classes; `make_tokenizer` builds one from a
-name and its typed keyword arguments, listing the valid names on a miss.
+name and its typed keyword arguments, listing the valid names on a miss. What
+a tokenizer's tokens are is its `spec` (`visgen.token_spec.TokenSpec`).
 """
 
-from flax import nnx
-
-from visgen.registry import Registry
-from visgen.tokenizers.base import Encoded, Tokenizer, TokenSpec
+from visgen.token_spec import TokenSpec
+from visgen.tokenizers.base import Encoded, Tokenizer, TokenizerOutput
+from visgen.tokenizers.registry import TOKENIZERS, make_tokenizer
 from visgen.tokenizers.titok import SIZES as TITOK_SIZES
 from visgen.tokenizers.titok import TiTok
 from visgen.tokenizers.vq2d import VQ2D
 
-TOKENIZERS: Registry[type[nnx.Module]] = Registry("tokenizer")
-TOKENIZERS.register("titok")(TiTok)
-TOKENIZERS.register("vq2d")(VQ2D)
-
-
-def make_tokenizer(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
-    """Build the tokenizer registered as `name` with its keyword arguments."""
-    return TOKENIZERS.get(name)(rngs=rngs, **kwargs)
-
-
 __all__ = [
     "TITOK_SIZES",
     "TOKENIZERS",
+    "VQ2D",
     "Encoded",
     "TiTok",
-    "VQ2D",
     "TokenSpec",
     "Tokenizer",
+    "TokenizerOutput",
     "make_tokenizer",
 ]

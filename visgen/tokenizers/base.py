@@ -1,47 +1,30 @@
 """The tokenizer protocol every tokenizer in the zoo implements.
 
-Generators read `spec` to size their embedding and head; the sampling loop
-reads it to know how many tokens of which kind to produce. Inputs are images
-`[B, H, W, 3]` or videos `[B, T, H, W, 3]` in [-1, 1].
+Generators read `spec` (`visgen.token_spec.TokenSpec`) to size their
+embedding and head; the sampling loop reads it to know how many tokens of
+which kind to produce. Inputs are images `[B, H, W, 3]` or videos
+`[B, T, H, W, 3]` in [-1, 1]. The tokenizer task trains any tokenizer through
+`training_step`, so a tokenizer that owns its objective (a flow-matching
+decoder, TiTok's proxy-code cross-entropy) needs no task of its own.
 """
 
 import dataclasses
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import jax
 
-TokenKind = Literal["discrete", "continuous", "multiscale", "dimwise"]
+from visgen.quantizers import Quantizer
+from visgen.token_spec import TokenKind, TokenSpec
 
-
-@dataclasses.dataclass(frozen=True)
-class TokenSpec:
-    """What a generator needs to know about a tokenizer's tokens.
-
-    Attributes:
-      kind: `discrete` (integer ids), `continuous` (float latents),
-        `multiscale` (a list of scales), `dimwise` (one id per channel).
-      layout: token layout, `(K,)` for 1D tokenizers, `(h, w)` or `(t, h, w)`
-        for grids; for `multiscale` the per-scale lengths.
-      vocab_size: codebook size for discrete kinds, 0 for continuous.
-      channels: latent channels per token (codebook dim, or latent width).
-      needs_text: whether encode/decode need a text condition.
-    """
-
-    kind: TokenKind
-    layout: tuple[int, ...]
-    vocab_size: int
-    channels: int
-    needs_text: bool = False
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens per example (the product of the layout; sum for multiscale)."""
-        if self.kind == "multiscale":
-            return int(sum(self.layout))
-        n = 1
-        for d in self.layout:
-            n *= d
-        return n
+__all__ = [
+    "Encoded",
+    "TokenKind",
+    "TokenSpec",
+    "Tokenizer",
+    "TokenizerOutput",
+    "check_input",
+    "spec_from_quantizer",
+]
 
 
 @jax.tree_util.register_dataclass
@@ -64,6 +47,30 @@ class Encoded:
     stats: dict[str, jax.Array]
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TokenizerOutput:
+    """The output of `Tokenizer.training_step`: what the tokenizer task optimises.
+
+    Attributes:
+      recon: `[B, *input_shape]` float32 pixels in about [-1, 1], or None for a
+        tokenizer whose training step does not produce them (a flow decoder).
+      losses: every weighted loss term of the tokenizer's own objective
+        (the quantizer's included); the task adds them as they are.
+      stats: scalar statistics for logging.
+      encoded: the training-mode `encode` output (tokens, latents).
+      regress_pixels: True: the task adds its pixel losses on `recon`
+        (reconstruction, perceptual, GAN). False: the tokenizer owns its
+        objective and `recon`, if given, is only logged (PSNR).
+    """
+
+    recon: jax.Array | None
+    losses: dict[str, jax.Array]
+    stats: dict[str, jax.Array]
+    encoded: Encoded
+    regress_pixels: bool = dataclasses.field(default=True, metadata=dict(static=True))
+
+
 def check_input(name: str, x: jax.Array, input_shape: tuple[int, ...]) -> None:
     """Raises a clear error unless `x` is `[B, *input_shape]`."""
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
@@ -72,16 +79,43 @@ def check_input(name: str, x: jax.Array, input_shape: tuple[int, ...]) -> None:
         )
 
 
+def spec_from_quantizer(
+    quantizer: Quantizer, layout: tuple[int, ...], *, needs_text: bool = False
+) -> TokenSpec:
+    """The spec of tokens on `layout` made by `quantizer`: its ids (discrete) or latents."""
+    if quantizer.kind == "discrete":
+        return TokenSpec.discrete(
+            layout, quantizer.codebook_size, channels=quantizer.dim, needs_text=needs_text
+        )
+    return TokenSpec.continuous(layout, quantizer.dim, needs_text=needs_text)
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
-    """Images or videos to tokens and back."""
+    """Images or videos to tokens and back, and how to train that.
+
+    Attributes:
+      spec: what a generator must produce for `decode`.
+      quantizer: the bottleneck (`visgen.quantizers`); a discrete one's
+        `codes()` are what evaluation perturbs tokens within (pFID).
+      revivable: whether `revive` changes anything (declared, so the task
+        skips the encoder pass revival needs when it would not).
+    """
 
     spec: TokenSpec
+    quantizer: Quantizer
+    revivable: bool
 
     def encode(
-        self, x: jax.Array, *, text: jax.Array | None = None, train: bool = False
+        self,
+        x: jax.Array,
+        *,
+        text: jax.Array | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
     ) -> Encoded:
-        """`x`: `[B, H, W, 3]` or `[B, T, H, W, 3]` in [-1, 1]."""
+        """`x`: `[B, H, W, 3]` or `[B, T, H, W, 3]` in [-1, 1]; `train` updates
+        running statistics, `rng` drives stochastic bottlenecks."""
         ...
 
     def decode(
@@ -96,4 +130,28 @@ class Tokenizer(Protocol):
 
         `num_tokens` decodes from a prefix (FlexTok); `rng` drives flow decoders.
         """
+        ...
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        text: jax.Array | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, Encoded]:
+        """Reconstruction for evaluation and previews: (pixels `[B, *input]` float32, Encoded)."""
+        ...
+
+    def training_step(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> TokenizerOutput:
+        """The training forward pass on a batch `x` (running statistics update)."""
+        ...
+
+    def revive(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> None:
+        """After an optimizer update: refresh unused codes from the batch `x`'s
+        features. A no-op unless `revivable`."""
         ...

@@ -6,9 +6,12 @@ Generation" (bytedance/1d-tokenizer), single-stage non-legacy path:
 - Encoder: patch embedding (a linear layer on `patchify` output, equal to the
   kernel = stride = p convolution) -> `[CLS, N patches] + pos` followed by `K`
   learned latent tokens `+ latent pos` -> ln_pre -> ViT blocks -> the last
-  `K` outputs -> ln_post -> linear to `token_dim` (`2 * token_dim` for the VAE).
-- Bottleneck: an L2-normalised VQ codebook (`latent="vq"`) or a diagonal
-  Gaussian posterior (`latent="vae"`).
+  `K` outputs -> ln_post -> linear to what the quantizer reads (`token_dim`
+  for VQ, `2 * token_dim` for the Gaussian).
+- Bottleneck: any registered quantizer, named by the `quantizer` section: an
+  L2-normalised VQ codebook (`vq`, the paper's), a diagonal Gaussian posterior
+  (`gaussian`, TiTok's VAE mode) or a chain of them. The `spec` follows it:
+  discrete ids for VQ, continuous latents for the Gaussian.
 - Decoder: linear `token_dim -> width` + latent pos; sequence
   `[CLS, N mask tokens, K latents] + pos` -> ln_pre -> ViT blocks -> positions
   `1..N` -> ln_post -> linear to `p*p*3` pixels per patch -> unpatchify ->
@@ -19,7 +22,8 @@ given: the decoder's head predicts, for each patch, logits over the proxy's
 codebook instead of pixels. Training minimises the cross-entropy against the
 codes a frozen 2D grid tokenizer (the paper's MaskGIT-VQGAN; here any trained
 `vq2d` whose grid equals TiTok's patch grid) assigns to the image, plus the
-quantizer loss; pixels are the proxy decoder applied to the softmax-weighted
+quantizer loss: `training_step` returns that objective and asks the task for
+no pixel regression. Pixels are the proxy decoder applied to the softmax-weighted
 sum of proxy codebook entries, as the official decode does. The paper's
 second stage (fine-tuning that pixel decoder with perceptual and GAN losses)
 is not implemented: the proxy decoder stays frozen.
@@ -30,7 +34,9 @@ stream, LayerNorms, quantizer and losses stay float32 and outputs are float32.
 """
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +45,8 @@ from flax import nnx
 
 from visgen.nn.patchify import grid_shape, patchify, unpatchify
 from visgen.nn.vit import DENSE_INIT, Transformer, layer_norm, learned_embedding
-from visgen.quantizers import DiagonalGaussian, VectorQuantizer
-from visgen.tokenizers.base import Encoded, TokenSpec, check_input
+from visgen.quantizers import make_quantizer, quantizer_input_dim, quantizer_kwargs
+from visgen.tokenizers.base import Encoded, TokenizerOutput, check_input, spec_from_quantizer
 
 # Model sizes of the paper as (width, depth, heads); its headline 256-px models
 # are S-128, B-64 and L-32 (size-tokens), all with 4096 codes x 12 dims, L2 norm.
@@ -49,6 +55,11 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "B": (768, 12, 12),
     "L": (1024, 24, 16),
 }
+
+# The paper's bottleneck: 4096 L2-normalised codes (of `token_dim` = 12 channels).
+PAPER_QUANTIZER = MappingProxyType(
+    dict(name="vq", codebook_size=4096, l2_norm=True, commitment=0.25)
+)
 
 
 class TiTokEncoder(nnx.Module):
@@ -171,12 +182,12 @@ class TiTok(nnx.Module):
       width, depth, heads: transformer size (see `SIZES`), shared by encoder
         and decoder.
       num_tokens: number of 1D latent tokens `K`.
-      codebook_size: VQ codebook size (vocabulary).
-      token_dim: channels per token `C` (codebook dim, or VAE latent channels).
-      latent: `vq` (discrete tokens) or `vae` (continuous Gaussian latents).
-      l2_norm: L2-normalise features and codebook (VQ).
-      commitment: VQ commitment weight beta.
-      kl_weight: weight of the VAE KL loss.
+      token_dim: channels per token `C` that the decoder reads (the codebook
+        dim, or the Gaussian's latent channels); the quantizer's `dim`.
+      quantizer: the bottleneck, a config section `name` + that quantizer's
+        typed arguments without `dim` (`visgen.quantizers.QUANTIZERS`), e.g.
+        `dict(name="vq", codebook_size=4096, l2_norm=True, commitment=0.25)`
+        or `dict(name="gaussian", kl_weight=1e-6)`.
       dtype: transformer compute dtype (e.g. `jnp.bfloat16`); params are float32.
       remat: recompute each block's activations in the backward pass.
       init_std: std of the transformer blocks' weight init (TiTok: 0.02).
@@ -197,12 +208,8 @@ class TiTok(nnx.Module):
         depth: int = 8,
         heads: int = 8,
         num_tokens: int = 128,
-        codebook_size: int = 4096,
         token_dim: int = 12,
-        latent: Literal["vq", "vae"] = "vq",
-        l2_norm: bool = True,
-        commitment: float = 0.25,
-        kl_weight: float = 1e-6,
+        quantizer: Mapping[str, Any] = PAPER_QUANTIZER,
         dtype: jnp.dtype = jnp.float32,
         remat: bool = False,
         init_std: float = 0.02,
@@ -210,11 +217,9 @@ class TiTok(nnx.Module):
         proxy: nnx.Module | None = None,
         rngs: nnx.Rngs,
     ):
-        if latent not in ("vq", "vae"):
-            raise ValueError(f"latent must be 'vq' or 'vae', got {latent!r}")
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        self.latent = latent
+        quantizer = quantizer_kwargs(quantizer, dim=token_dim, owner="TiTok token_dim")
         self.dtype = dtype
         if num_frames:
             self.input_shape = (num_frames, image_size, image_size, 3)
@@ -224,12 +229,6 @@ class TiTok(nnx.Module):
             self.patch = (patch_size, patch_size)
         self.grid = grid_shape(self.input_shape[:-1], self.patch)
         num_patches, patch_dim = math.prod(self.grid), math.prod(self.patch) * 3
-        self.spec = TokenSpec(
-            kind="discrete" if latent == "vq" else "continuous",
-            layout=(num_tokens,),
-            vocab_size=codebook_size if latent == "vq" else 0,
-            channels=token_dim,
-        )
         shared = dict(
             patch_dim=patch_dim,
             num_patches=num_patches,
@@ -252,27 +251,26 @@ class TiTok(nnx.Module):
                 f"{tuple(proxy.spec.layout)}) must be discrete on TiTok's patch grid "
                 f"{tuple(self.grid)}"
             )
-        out_dim = token_dim if latent == "vq" else 2 * token_dim
-        self.encoder = TiTokEncoder(out_dim=out_dim, **shared)
+        # Parameters are drawn in this order (encoder, decoder, quantizer, conv_out).
+        self.encoder = TiTokEncoder(out_dim=quantizer_input_dim(**quantizer), **shared)
         head_dim = patch_dim if proxy is None else proxy.spec.vocab_size
         self.decoder = TiTokDecoder(token_dim=token_dim, **dict(shared, patch_dim=head_dim))
-        if latent == "vq":
-            self.quantizer = VectorQuantizer(
-                codebook_size, token_dim, l2_norm=l2_norm, commitment=commitment, rngs=rngs
-            )
-        else:
-            self.quantizer = DiagonalGaussian(token_dim, kl_weight=kl_weight)
+        self.quantizer = make_quantizer(**quantizer, rngs=rngs)
+        self.spec = spec_from_quantizer(self.quantizer, (num_tokens,))
         self.conv_out = (
             nnx.Conv(3, 3, (3, 3), padding="SAME", kernel_init=DENSE_INIT, dtype=dtype, rngs=rngs)
             if proxy is None
             else None
         )
 
-    def features(self, x: jax.Array) -> jax.Array:
-        """Pre-quantization features `[B, K, C]` float32 (`[B, K, 2C]` moments for vae).
+    @property
+    def revivable(self) -> bool:
+        """Whether `revive` does anything: the quantizer's declared capability."""
+        return self.quantizer.revivable
 
-        The training task passes these (flattened) to `quantizer.revive`.
-        """
+    def features(self, x: jax.Array) -> jax.Array:
+        """Pre-quantization features `[B, K, input_dim]` float32 (`2C` moments for
+        the Gaussian)."""
         check_input("TiTok", x, self.input_shape)
         return self.encoder(patchify(x, self.patch))
 
@@ -286,7 +284,7 @@ class TiTok(nnx.Module):
     ) -> Encoded:
         """`x: [B, H, W, 3]` or `[B, T, H, W, 3]` -> tokens `[B, K]` int32, latents `[B, K, C]`.
 
-        `train` updates the codebook usage EMA; `rng` samples the VAE posterior
+        `train` updates the codebook usage EMA; `rng` samples a Gaussian posterior
         (its mode without). `text` is unused: TiTok is not text-conditioned.
         """
         del text
@@ -334,30 +332,65 @@ class TiTok(nnx.Module):
         if num_tokens is not None:
             tokens = tokens[:, :num_tokens]
         if jnp.issubdtype(tokens.dtype, jnp.integer):
-            if self.latent != "vq":
-                raise ValueError("integer token ids need latent='vq'; pass VAE latents instead")
+            if self.spec.kind != "discrete":
+                raise ValueError(
+                    f"integer token ids need a discrete quantizer; this TiTok makes "
+                    f"{self.spec.describe()}: pass latents instead"
+                )
             if tokens.ndim != 2:
                 raise ValueError(f"token ids must be [B, K], got {tuple(tokens.shape)}")
             return self.decode_latents(self.quantizer.embed(tokens))
         return self.decode_latents(tokens)
 
     def __call__(
-        self, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None
+        self,
+        x: jax.Array,
+        *,
+        text: jax.Array | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
     ) -> tuple[jax.Array, Encoded]:
         """Reconstruct `x` through the bottleneck: returns (pixels float32, Encoded).
 
-        With a proxy tokenizer, `Encoded.losses` also holds `proxy_ce`, the
-        cross-entropy of the predicted proxy codes (the two-stage objective),
-        and `Encoded.stats` their accuracy.
+        With a proxy tokenizer the pixels are the proxy decoder's (see the module).
         """
-        encoded = self.encode(x, train=train, rng=rng)
+        encoded = self.encode(x, text=text, train=train, rng=rng)
+        return self.decode_latents(encoded.latents), encoded
+
+    def training_step(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> TokenizerOutput:
+        """The training forward pass (usage EMA updated, `rng` samples a Gaussian).
+
+        Without a proxy: the reconstruction, for the task's pixel losses, and
+        the quantizer's losses. With one (two-stage): `losses` adds
+        `proxy_ce`, the cross-entropy of the predicted proxy codes `[B, N]`
+        against those the frozen proxy assigns to `x`, `stats` their accuracy
+        `proxy_accuracy`, and `regress_pixels` is False (the proxy-decoded
+        `recon` is only logged).
+        """
+        encoded = self.encode(x, text=text, train=True, rng=rng)
         if self.proxy is None:
-            return self.decode_latents(encoded.latents), encoded
+            recon = self.decode_latents(encoded.latents)
+            return TokenizerOutput(recon, dict(encoded.losses), dict(encoded.stats), encoded)
         logits = self.decoder(encoded.latents).astype(jnp.float32)
         targets = jax.lax.stop_gradient(self.proxy.encode(x).tokens)
         targets = targets.reshape(targets.shape[0], -1)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == targets).astype(jnp.float32))
-        encoded.losses["proxy_ce"] = jnp.mean(ce)
-        encoded.stats["proxy_accuracy"] = accuracy
-        return self._decode_proxy_logits(logits), encoded
+        return TokenizerOutput(
+            recon=self._decode_proxy_logits(logits),
+            losses={**encoded.losses, "proxy_ce": jnp.mean(ce)},
+            stats={**encoded.stats, "proxy_accuracy": accuracy},
+            encoded=encoded,
+            regress_pixels=False,
+        )
+
+    def revive(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> None:
+        """Pass the batch's pre-quantization features, flattened `[B*K, input_dim]`,
+        to the quantizer's `revive` (`text` is unused)."""
+        del text
+        features = self.features(x)
+        self.quantizer.revive(features.reshape(-1, features.shape[-1]), rng)

@@ -1,8 +1,9 @@
 """VQ2D: a 2D grid VQ tokenizer in the VQGAN / LlamaGen VQ-16 style.
 
-An encoder maps an image to an `(h, w)` grid of `token_dim` features, an
-L2-normalised codebook quantizes each cell (the same `VectorQuantizer` as
-TiTok), and a decoder maps the grid back to pixels. Two backbones:
+An encoder maps an image to an `(h, w)` grid of features, a quantizer turns
+each cell into a `token_dim` latent (by default an L2-normalised codebook, the
+same `vq` as TiTok; any registered quantizer by config, e.g. `gaussian` for a
+continuous grid), and a decoder maps the grid back to pixels. Two backbones:
 
 - `conv` (default): the VQGAN convolutional encoder and decoder of
   `visgen.nn.convnet`, downsampling `2^(len(channel_mult) - 1)`. The
@@ -10,17 +11,19 @@ TiTok), and a decoder maps the grid back to pixels. Two backbones:
   residual blocks, z 256, mid attention, 16384 x 8 codes, commitment 0.25) is
   `configs/vq2d.py` at 256 px.
 - `vit`: a patch ViT (patch `p` = the downsampling factor): patch embedding +
-  position -> ViT blocks -> linear to `token_dim`; the decoder mirrors it and
-  predicts each patch's pixels. On a 2-core CPU a small conv model (channels
-  32, multipliers (1, 2, 2), 1.0M params) measured 2.56 s per batch-32 train
-  step against 0.39 s for the tiny ViT (0.22M params), so the `tiny` config
-  uses this backbone (a deviation from the paper's conv design).
+  position -> ViT blocks -> linear to the quantizer's input; the decoder
+  mirrors it and predicts each patch's pixels. On a CPU a small conv model
+  (channels 32, multipliers (1, 2, 2), 1.0M params) is far slower per train
+  step than the tiny ViT (0.22M params; timings: see docs/results.md), so the
+  `tiny` config uses this backbone (a deviation from the paper's conv design).
 
 Videos `[B, T, H, W, 3]` are tokenized frame by frame into a `(t, h, w)`
 grid: a simplification (no temporal compression), so a video costs T images.
 """
 
-from typing import Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +32,15 @@ from flax import nnx
 from visgen.nn.convnet import ConvDecoder, ConvEncoder
 from visgen.nn.patchify import patchify, unpatchify
 from visgen.nn.vit import DENSE_INIT, LN_EPS, Transformer, learned_embedding
-from visgen.quantizers import VectorQuantizer
-from visgen.tokenizers.base import Encoded, TokenSpec, check_input
+from visgen.quantizers import make_quantizer, quantizer_input_dim, quantizer_kwargs
+from visgen.tokenizers.base import Encoded, TokenizerOutput, check_input, spec_from_quantizer
 
 # LlamaGen's VQ-16 at 256 px (downsample 16, 16 x 16 tokens).
 VQ16 = dict(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256)
+# LlamaGen's VQ-16 codebook: 16384 L2-normalised codes (of `token_dim` = 8 channels).
+VQ16_QUANTIZER = MappingProxyType(
+    dict(name="vq", codebook_size=16384, l2_norm=True, commitment=0.25)
+)
 
 
 class ViTGridEncoder(nnx.Module):
@@ -88,7 +95,7 @@ class ViTGridDecoder(nnx.Module):
 
 
 class VQ2D(nnx.Module):
-    """2D grid VQ tokenizer for images `[B, H, W, 3]` or videos `[B, T, H, W, 3]` in [-1, 1].
+    """2D grid tokenizer for images `[B, H, W, 3]` or videos `[B, T, H, W, 3]` in [-1, 1].
 
     Args:
       image_size: input height and width (divisible by the downsampling factor).
@@ -104,7 +111,10 @@ class VQ2D(nnx.Module):
         `depth=0` (`configs/vq2d.py:tiny`) a patch's code then depends on its
         pixels alone, so a background or a shape's interior gets the same
         code at every position instead of one per position.
-      codebook_size, token_dim, l2_norm, commitment: the `VectorQuantizer`.
+      token_dim: latent channels per cell that the decoder reads; the quantizer's `dim`.
+      quantizer: the bottleneck, a config section `name` + that quantizer's
+        typed arguments without `dim` (`visgen.quantizers.QUANTIZERS`); the
+        `spec` follows it (discrete ids for `vq`).
       dtype: compute dtype; params, norms and outputs are float32.
       rngs: parameter initialisation.
     """
@@ -126,10 +136,8 @@ class VQ2D(nnx.Module):
         depth: int = 8,
         heads: int = 8,
         positions: bool = True,
-        codebook_size: int = 16384,
         token_dim: int = 8,
-        l2_norm: bool = True,
-        commitment: float = 0.25,
+        quantizer: Mapping[str, Any] = VQ16_QUANTIZER,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -143,14 +151,14 @@ class VQ2D(nnx.Module):
             )
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        quantizer = quantizer_kwargs(quantizer, dim=token_dim, owner="VQ2D token_dim")
+        out_dim = quantizer_input_dim(**quantizer)
         self.downsample = factor
         self.grid = (image_size // factor, image_size // factor)
         frame_shape = (image_size, image_size, 3)
         self.input_shape = (num_frames, *frame_shape) if num_frames else frame_shape
         layout = (num_frames, *self.grid) if num_frames else self.grid
-        self.spec = TokenSpec(
-            kind="discrete", layout=layout, vocab_size=codebook_size, channels=token_dim
-        )
+        # Parameters are drawn in this order (encoder, decoder, quantizer).
         if backbone == "conv":
             shared = dict(
                 channels=channels,
@@ -162,7 +170,7 @@ class VQ2D(nnx.Module):
                 dtype=dtype,
                 rngs=rngs,
             )
-            self.encoder = ConvEncoder(out_dim=token_dim, **shared)
+            self.encoder = ConvEncoder(out_dim=out_dim, **shared)
             self.decoder = ConvDecoder(token_dim=token_dim, **shared)
         else:
             shared = dict(
@@ -175,14 +183,18 @@ class VQ2D(nnx.Module):
                 dtype=dtype,
                 rngs=rngs,
             )
-            self.encoder = ViTGridEncoder(out_dim=token_dim, **shared)
+            self.encoder = ViTGridEncoder(out_dim=out_dim, **shared)
             self.decoder = ViTGridDecoder(token_dim=token_dim, **shared)
-        self.quantizer = VectorQuantizer(
-            codebook_size, token_dim, l2_norm=l2_norm, commitment=commitment, rngs=rngs
-        )
+        self.quantizer = make_quantizer(**quantizer, rngs=rngs)
+        self.spec = spec_from_quantizer(self.quantizer, layout)
+
+    @property
+    def revivable(self) -> bool:
+        """Whether `revive` does anything: the quantizer's declared capability."""
+        return self.quantizer.revivable
 
     def features(self, x: jax.Array) -> jax.Array:
-        """Pre-quantization features `[B, *layout, C]` float32 (for code revival)."""
+        """Pre-quantization features `[B, *layout, input_dim]` float32."""
         check_input("VQ2D", x, self.input_shape)
         z = self.encoder(x.reshape(-1, *x.shape[-3:]))
         return z.reshape(*x.shape[:-3], *z.shape[1:])
@@ -195,9 +207,10 @@ class VQ2D(nnx.Module):
         train: bool = False,
         rng: jax.Array | None = None,
     ) -> Encoded:
-        """`x` -> tokens `[B, *layout]` int32 and latents `[B, *layout, C]`; `text` unused."""
-        del text, rng
-        q = self.quantizer(self.features(x), train=train)
+        """`x` -> tokens `[B, *layout]` int32 (None if continuous) and latents
+        `[B, *layout, C]`; `rng` samples a stochastic quantizer; `text` unused."""
+        del text
+        q = self.quantizer(self.features(x), train=train, rng=rng)
         return Encoded(tokens=q.indices, latents=q.latents, losses=q.losses, stats=q.stats)
 
     def decode_latents(self, latents: jax.Array) -> jax.Array:
@@ -226,6 +239,11 @@ class VQ2D(nnx.Module):
         if num_tokens is not None and num_tokens != self.spec.num_tokens:
             raise ValueError("VQ2D decodes whole grids; num_tokens prefixes are not supported")
         if jnp.issubdtype(tokens.dtype, jnp.integer):
+            if self.spec.kind != "discrete":
+                raise ValueError(
+                    f"integer token ids need a discrete quantizer; this VQ2D makes "
+                    f"{self.spec.describe()}: pass latents instead"
+                )
             if tokens.shape[1:] != self.spec.layout:
                 raise ValueError(
                     f"token ids must be [B, {', '.join(map(str, self.spec.layout))}], got "
@@ -235,8 +253,30 @@ class VQ2D(nnx.Module):
         return self.decode_latents(tokens)
 
     def __call__(
-        self, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None
+        self,
+        x: jax.Array,
+        *,
+        text: jax.Array | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
     ) -> tuple[jax.Array, Encoded]:
-        """Reconstruct `x` through the codebook: returns (pixels float32, Encoded)."""
-        encoded = self.encode(x, train=train, rng=rng)
+        """Reconstruct `x` through the quantizer: returns (pixels float32, Encoded)."""
+        encoded = self.encode(x, text=text, train=train, rng=rng)
         return self.decode_latents(encoded.latents), encoded
+
+    def training_step(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> TokenizerOutput:
+        """The training forward pass: the reconstruction, for the task's pixel
+        losses, and the quantizer's losses (usage EMA updated)."""
+        recon, encoded = self(x, text=text, train=True, rng=rng)
+        return TokenizerOutput(recon, dict(encoded.losses), dict(encoded.stats), encoded)
+
+    def revive(
+        self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
+    ) -> None:
+        """Pass the batch's pre-quantization features, flattened `[N, input_dim]`,
+        to the quantizer's `revive` (`text` is unused)."""
+        del text
+        features = self.features(x)
+        self.quantizer.revive(features.reshape(-1, features.shape[-1]), rng)

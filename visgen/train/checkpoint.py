@@ -3,9 +3,12 @@
 Saves are asynchronous; orbax writes each step to a temporary directory and
 renames it when complete, so a failed or interrupted write never replaces the
 last good checkpoint. `latest_step` only ever sees finished checkpoints.
+Restoring for inference reads only some fields of the train state
+(`restore_fields`: the EMA weights, not the optimizer state).
 """
 
 import os
+import warnings
 
 import grain
 import jax
@@ -50,6 +53,34 @@ class Checkpointer:
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
+        return restored["state"]
+
+    def restore_fields(self, fields: dict, step: int | None = None) -> dict:
+        """Some fields of the saved `TrainState`, the others left unread.
+
+        Args:
+          fields: field name -> abstract pytree (ShapeDtypeStructs), e.g.
+            `{"ema_params": ..., "rest": ...}` for inference; the other fields
+            (optimizer state, params, RNG) are not read, nor is their structure
+            needed, so no optimizer has to be built.
+          step: the checkpoint; None = the latest.
+
+        Returns:
+          field name -> restored pytree, its arrays placed with the shardings
+          they were saved with (as `restore_state` does without target shardings).
+
+        Orbax binds one handler to an item per manager: a `Checkpointer` that
+        restored fields cannot restore the whole state afterwards, nor the reverse.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        partial = ocp.args.PyTreeRestore(item=fields, partial_restore=True)
+        with warnings.catch_warnings():
+            # Without target shardings orbax reads each array's saved sharding from
+            # the checkpoint, as `StandardRestore` does, and warns that it does.
+            warnings.filterwarnings("ignore", message="Sharding info not provided")
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=partial))
         return restored["state"]
 
     def wait(self) -> None:

@@ -1,4 +1,4 @@
-"""Evaluation over a whole split, shared by the training loop and `evals/`.
+"""Evaluation over a whole split, shared by the training loop and `visgen.evaluation`.
 
 Runs `Task.eval_batch` (jitted) over the eval iterator, sums its outputs and
 hands them to `Task.eval_summary`; also renders the task's preview grid.

@@ -25,44 +25,13 @@ from flax import nnx
 from visgen.data import DataConfig, make_train_iterator
 from visgen.train import sharding as shd
 from visgen.train.checkpoint import Checkpointer, abstract_with_shardings
+from visgen.train.config import TrainConfig
 from visgen.train.evaluate import Evaluator
 from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
 from visgen.train.progress import Progress, format_seconds
 from visgen.train.state import init_state, make_train_step, split_model
 from visgen.train.task import Task
 from visgen.train.writer import MetricWriter
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Typed loop settings (`config.train`).
-
-    Attributes:
-      steps: total optimizer steps.
-      seed: model init and per-step randomness (the data seed is `data.seed`).
-      log_every, eval_every, checkpoint_every: periods in steps (0 = only at the end).
-      eval_examples: evaluate on the first N eval examples (0 = the whole split).
-      keep_checkpoints: how many checkpoints to keep.
-      ema_decay: EMA of the parameters (evaluation uses the EMA).
-      mesh_data, mesh_fsdp: mesh axis sizes (-1 = all remaining devices).
-      min_fsdp_size: parameters smaller than this stay replicated.
-      async_checkpoints: write checkpoints in the background.
-      tensorboard: also write TensorBoard summaries where TensorFlow exists.
-    """
-
-    steps: int = 1000
-    seed: int = 0
-    log_every: int = 50
-    eval_every: int = 0
-    checkpoint_every: int = 500
-    eval_examples: int = 0
-    keep_checkpoints: int = 3
-    ema_decay: float = 0.999
-    mesh_data: int = -1
-    mesh_fsdp: int = 1
-    min_fsdp_size: int = 2**14
-    async_checkpoints: bool = True
-    tensorboard: bool = True
 
 
 class NonFiniteError(FloatingPointError):

@@ -1,32 +1,9 @@
 """AdamW with linear warmup, cosine decay and global-norm gradient clipping."""
 
-import dataclasses
-
 import jax
 import optax
 
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """Typed optimizer settings (`config.optim`).
-
-    Attributes:
-      lr: peak learning rate, reached after `warmup_steps`.
-      warmup_steps: linear warmup from 0.
-      end_lr_ratio: the cosine decays to `lr * end_lr_ratio` at the last step.
-      weight_decay: decoupled decay, applied to matrices only (ndim >= 2), not to
-        biases, norms, positional vectors or codebooks of rank < 2.
-      b1, b2: Adam moments.
-      grad_clip: global-norm clip; 0 disables.
-    """
-
-    lr: float = 1e-4
-    warmup_steps: int = 1000
-    end_lr_ratio: float = 0.1
-    weight_decay: float = 1e-4
-    b1: float = 0.9
-    b2: float = 0.99
-    grad_clip: float = 1.0
+from visgen.train.config import OptimConfig
 
 
 def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:

@@ -40,8 +40,10 @@ class Progress:
         }
 
 
-def progress_bar(iterable, total: int, desc: str = "", every: float = 0.5, file=sys.stderr):
-    """A dependency-free progress bar with rate and ETA for host loops."""
+def progress_bar(iterable, total: int, desc: str = "", every: float = 0.5, file=None):
+    """A dependency-free progress bar with rate and ETA for host loops (`file`: default the
+    `sys.stderr` of the time of the call, so a replaced stderr is honoured)."""
+    file = file or sys.stderr
     start = last = time.perf_counter()
     for i, item in enumerate(iterable, 1):
         yield item

@@ -1,6 +1,6 @@
 r"""AR sampling benchmark: generated tokens/s with the KV cache and with full recomputation.
 
-  python -m evals.bench_ar [--quick] [--sizes tiny,B] [--batches 1,8] [--cfg 1,4]
+  python -m bench.bench_ar [--quick] [--sizes tiny,B] [--batches 1,8] [--cfg 1,4]
       [--modes cache,nocache] [--repeats 3] [--nocache-steps K] [--train] [--json out.json]
 
 Measures, on whatever backend JAX sees (the table says which):
@@ -36,8 +36,8 @@ call (`compile_s` is that first call). `--quick` runs only `tiny` with one
 repeat. Without the cache every step runs the transformer over the whole
 sequence (static shapes), so all steps cost the same: `--nocache-steps K`
 times only the loop's first K steps and rates tokens/s from them (the B rows
-without the cache would otherwise take 2 to 41 minutes each on a 2-core
-CPU). Pick rows with `--sizes/--batches/--cfg/--modes`.
+without the cache would otherwise take minutes each on a CPU; docs/results.md,
+"Decode speed"). Pick rows with `--sizes/--batches/--cfg/--modes`.
 """
 
 import argparse
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from evals.timing import time_task_step
+from bench.timing import time_task_step
 from visgen.generators import AR_SIZES, ARTransformer, make_generator
 from visgen.sampling import SampleOptions, sample, sample_no_cache
 from visgen.sampling import ar as ar_sampling
@@ -131,7 +131,7 @@ class TokenBatchTask:
 
 def bench_train(shape: str, batch: int | None, repeats: int) -> dict:
     """The generator train step of `shape` at `batch` (None: the config's batch size):
-    `evals.timing.time_task_step`'s fields."""
+    `bench.timing.time_task_step`'s fields."""
     from visgen.config import load_config_file
     from visgen.train.optim import OptimConfig
 

@@ -1,6 +1,6 @@
 r"""Step-budgeted recipe sweep for small tokenizers on in-memory `shapes`.
 
-  python -m evals.tiny_titok_sweep --steps 3000 \
+  python -m bench.tiny_titok_sweep --steps 3000 \
       --variant base: --variant qk:qk_norm=true --variant grid:name=vq2d [--shape-scale 1.8]
 
 Trains each variant of a `tiny` recipe with the real tokenizer task and train
@@ -18,8 +18,9 @@ on the hardware, so a GPU sweeps recipes for the CPU demo.
 
 Variant syntax: `name:key=value,key=value`; keys are `lr`, `batch`, `warmup`,
 `steps`, `recon` (`l1`/`l2`) or any tokenizer argument (`name`, `width`,
-`depth`, `num_tokens`, `token_dim`, `codebook_size`, `patch_size`, `latent`,
-`l2_norm`, `init_std`, `qk_norm`, ...), and `proxy_steps=N` for a two-stage
+`depth`, `num_tokens`, `token_dim`, `patch_size`, `init_std`, `qk_norm`, ...),
+the quantizer's (`codebook_size`, `l2_norm`, `commitment`; `latent=vae` for a
+Gaussian bottleneck), and `proxy_steps=N` for a two-stage
 TiTok whose proxy is the `vq2d` recipe trained first for N steps.
 """
 
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from visgen.evaluation.features import WEIGHTS_DIR
 from visgen.metrics import image
 from visgen.metrics.classifier import load_feature_net
 from visgen.nn.frozen import FrozenSnapshot
@@ -44,14 +46,26 @@ from visgen.train.state import init_state, make_train_step
 TINY = {
     "titok": dict(
         name="titok", image_size=32, patch_size=4, width=64, depth=2, heads=4,
-        num_tokens=32, codebook_size=1024, token_dim=12, latent="vq",
+        num_tokens=32, token_dim=12, quantizer=dict(name="vq", codebook_size=1024),
     ),
     "vq2d": dict(
         name="vq2d", image_size=32, backbone="vit", patch_size=4, width=64, depth=2, heads=4,
-        codebook_size=128, token_dim=8,
+        token_dim=8, quantizer=dict(name="vq", codebook_size=128),
     ),
 }  # fmt: skip
-CLASSIFIER = os.path.join(os.path.dirname(__file__), "weights", "shapes.npz")
+QUANTIZER_KEYS = ("codebook_size", "l2_norm", "commitment")
+
+
+def _tokenizer_args(kw: dict) -> dict:
+    """`TINY[name]` updated with a variant's keys, quantizer keys into its section."""
+    args = dict(TINY[kw.get("name", "titok")], **kw)
+    quantizer = dict(args["quantizer"], **{k: args.pop(k) for k in QUANTIZER_KEYS if k in args})
+    if args.pop("latent", "vq") == "vae":
+        quantizer = dict(name="gaussian")
+    return dict(args, quantizer=quantizer)
+
+
+CLASSIFIER = os.path.join(WEIGHTS_DIR, "shapes.npz")
 
 
 def _shapes_module():
@@ -104,7 +118,7 @@ def run(train, test, labels, classifier, steps: int, eval_every: int, **kw):
         proxy = FrozenSnapshot(trained)
     lr, batch, warmup = kw.pop("lr", 2e-3), kw.pop("batch", 32), kw.pop("warmup", 50)
     loss = TokenizerLossConfig(recon=kw.pop("recon", "l2"), recon_weight=0.0 if proxy else 1.0)
-    task = TokenizerTask(dict(TINY[kw.get("name", "titok")], **kw), loss, "float32")
+    task = TokenizerTask(_tokenizer_args(kw), loss, "float32")
     task.proxy = proxy
     optim = OptimConfig(lr=lr, warmup_steps=warmup, end_lr_ratio=0.05)
     tx = make_optimizer(optim, steps)

@@ -3,10 +3,10 @@
 # machine: the step-by-step dynamics do not depend on the hardware, so a GPU picks
 # step counts and sizes for the 2-core CPU demo in minutes).
 #
-#   bash evals/demo_sweep.sh OUT VARIANT [VARIANT ...]
+#   bash bench/demo_sweep.sh OUT VARIANT [VARIANT ...]
 #   VARIANT = name:tok_steps:tok_width:gen_steps[:tok_overrides[:gen_overrides]]
 #   overrides are `--config.key=value` flags joined with `+`, e.g.
-#   bash evals/demo_sweep.sh /tmp/sweep base:1800:64:1200 \
+#   bash bench/demo_sweep.sh /tmp/sweep base:1800:64:1200 \
 #       w128:1800:64:600::--config.generator.width=128+--config.optim.lr=1e-3
 #
 # Each variant trains `configs/vq2d.py:tiny` for tok_steps, then the demo's generator,

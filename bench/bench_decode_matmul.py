@@ -1,6 +1,6 @@
 r"""Micro-benchmark of the AR decode step's matmuls on XLA CPU (and torch), per XLA_FLAGS variant.
 
-  python -m evals.bench_decode_matmul [--rows 1,8,16] [--rounds 3] [--torch]
+  python -m bench.bench_decode_matmul [--rows 1,8,16] [--rounds 3] [--torch]
       [--variant NAME=XLA_FLAGS ...] [--iters 8] [--stream-mib 96] [--json out.json]
 
 One decode step of LlamaGen GPT-B (width 768, SwiGLU hidden 2048, 16384
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, dict[str, list[float]]] = {name: {} for name, _ in variants}
     for r in range(args.rounds):
         for i, (name, flags) in enumerate(variants):
-            cmd = [sys.executable, "-m", "evals.bench_decode_matmul", "--child"]
+            cmd = [sys.executable, "-m", "bench.bench_decode_matmul", "--child"]
             cmd += ["--rows", args.rows, "--iters", str(args.iters)]
             cmd += ["--stream-mib", str(args.stream_mib)]
             # torch only once per round (it does not depend on XLA_FLAGS).

@@ -1,6 +1,6 @@
 r"""SJD benchmark: step compression and wall-clock speedup of speculative Jacobi decoding.
 
-  python -m evals.bench_sjd --workdir GEN [--batches 1,16] [--windows 8,16,32]
+  python -m bench.bench_sjd --workdir GEN [--batches 1,16] [--windows 8,16,32]
       [--inits random,repeat_horizontal,repeat_vertical] [--cfg 4] [--top-k 0,100]
       [--calls 16] [--json out.json]
 
@@ -11,7 +11,7 @@ initialisation valid for the model's layout and every window, with the
 workdir's sampling options (`config.sample`; `--cfg`, `--top-k` and
 `--temperature` override them). Labels cycle through the classes.
 
-Timing follows `evals.bench_ar` (one compile-and-warm-up call, then the
+Timing follows `bench.bench_ar` (one compile-and-warm-up call, then the
 median of `--calls` calls), with two changes for SJD on a shared machine:
 every call draws with its own key, since SJD's work depends on the draw, and
 AR and SJD calls alternate with the same key, so both see the same load. Per
@@ -49,7 +49,7 @@ def _ints(text: str) -> list[int]:
 
 def load_generator(workdir: str):
     """(graphdef, state) of a trained generator, its sampling options dict and class count."""
-    from visgen.train.workdir import load_trained
+    from visgen.tasks.restore import load_trained
 
     config, _, model, _ = load_trained(workdir)
     return nnx.split(model.generator), dict(config.sample), int(config.generator.num_classes)

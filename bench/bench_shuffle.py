@@ -1,6 +1,6 @@
 r"""Token-Shuffle benchmark: windows 1, 2 and 4 on `shapes` at 128 px (16 x 16 vq2d tokens).
 
-  python -m evals.bench_shuffle [--out outputs/bench_shuffle] [--windows 1,2,4] \
+  python -m bench.bench_shuffle [--out outputs/bench_shuffle] [--windows 1,2,4] \
       [--budget-s 300] [--tokenizer-steps 400] [--fid-samples 500] [--equal-steps-of 2] \
       [--json results.json]
 
@@ -57,8 +57,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from evals.bench_ar import time_sampler
-from evals.timing import time_train_step
+from bench.bench_ar import time_sampler
+from bench.timing import time_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES, PATCH = 128, 8
@@ -92,7 +92,7 @@ def generator_overrides(args, window: int, steps: int) -> dict:
         "data.image_size": RES,
         "data.batch_size": args.batch_size,
         "generator.shuffle_window": window,
-        # As measured in BENCHMARKS.md (before `tiny` dropped its dropout and
+        # As measured in docs/results.md (before `tiny` dropped its dropout and
         # went from width 128 at lr 1e-3 to width 96 at lr 2e-3).
         "generator.resid_dropout": 0.1,
         "generator.token_dropout": 0.1,
@@ -107,7 +107,7 @@ def generator_overrides(args, window: int, steps: int) -> dict:
     }
 
 
-# 1024 codes as measured in BENCHMARKS.md (`tiny`'s default is now 128).
+# 1024 codes as measured in docs/results.md (`tiny`'s default is now 128).
 TOKENIZER_SPEC = "configs/vq2d.py:tiny,codes=1024"
 GENERATOR_SPEC = "configs/ar.py:tokenizer=vq2d,tiny"
 
@@ -225,7 +225,7 @@ def time_generator(args, window: int) -> dict:
 def time_sampling(args, workdir: str) -> dict:
     """Seconds and forward passes per image with the KV cache at batch 1 and `--sample-batch`."""
     from visgen.sampling import SampleOptions, sample
-    from visgen.train.workdir import load_trained
+    from visgen.tasks.restore import load_trained
 
     _, task, model, _ = load_trained(workdir)
     split = nnx.split(model.generator)
@@ -247,8 +247,8 @@ def time_sampling(args, workdir: str) -> dict:
 def sample_fid(args, name: str, schedule: str) -> dict:
     """`--fid-samples` samples of generator `name` through `launch.sample` and their FID
     against the test split."""
-    from evals.fid import generation_fid, load_features, load_samples
     from launch import sample as sample_cli
+    from visgen.evaluation import generation_fid, load_features, load_samples
 
     out = os.path.join(args.out, f"samples_{name}_{schedule}")
     result_path = os.path.join(out, "fid.json")
@@ -288,7 +288,7 @@ def cached(args, name: str, compute):
 
 
 def tokenizer_rfid(args) -> dict:
-    from evals.fid import load_features, workdir_fid
+    from visgen.evaluation import load_features, workdir_fid
 
     features = load_features("shapes")
     return workdir_fid(

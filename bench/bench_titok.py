@@ -1,8 +1,8 @@
 r"""TiTok benchmarks: train step time, memory, encode/decode throughput.
 
-  python -m evals.bench_titok [--only tiny_train,s128_train,s128_codec] [--json out.json]
+  python -m bench.bench_titok [--only tiny_train,s128_train,s128_codec] [--json out.json]
 
-Measures, on whatever backend JAX sees (numbers in BENCHMARKS.md say which):
+Measures, on whatever backend JAX sees (docs/results.md says which for each number):
   - train step time and examples/s of the real train step (loss, grads,
     AdamW, EMA; donated state) for `configs/titok.py:tiny` (batch 32, 32 px)
     and S-128 at 256 px (batch 8 on CPU);
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from evals.timing import median_seconds, time_train_step
+from bench.timing import median_seconds, time_train_step
 
 
 def bench_train(variant: str, batch: int, repeats: int) -> dict:
