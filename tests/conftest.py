@@ -94,3 +94,46 @@ def random_ar_model(*, vocab_size: int, layout: tuple[int, ...], **kwargs):
         return jnp.asarray(mean + 0.1 * rng.normal(size=x.shape), jnp.float32)
 
     return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
+
+
+# The tiny config of each registered tokenizer, and the config variant that gives a generator
+# each registered head (`test_contracts.py` fails for a registered name missing here).
+TOKENIZER_CONFIGS = {"titok": "configs/titok.py:tiny", "vq2d": "configs/vq2d.py:tiny"}
+HEAD_VARIANTS = {
+    "categorical": "configs/ar.py:tokenizer=vq2d,tiny",
+    "token_shuffle": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2",
+    "token_shuffle-causal": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal",
+}
+
+
+def tiny_config(spec: str, data_dir: str, steps: int = 2, **top_level):
+    """`spec`'s config shrunk to a smoke run: `steps` steps of batch 4, evaluated at the end
+    on 8 examples; `top_level` sets top-level keys (`tokenizer_workdir`)."""
+    from visgen.config import load_config_file
+
+    config = load_config_file(spec)
+    with config.unlocked():
+        config.data.update(data_dir=data_dir, batch_size=4)
+        config.train.update(steps=steps, eval_every=steps, checkpoint_every=steps, eval_examples=8)
+        config.update(top_level)
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory, shapes_dir):
+    """`get(spec, **top_level)` -> a workdir of `tiny_config(spec, ...)` trained in-process
+    through the real task and loop (`visgen.tasks.run`), once per session and arguments."""
+    from visgen.tasks.run import train_config
+
+    done: dict[tuple, str] = {}
+
+    def get(spec: str, **top_level) -> str:
+        key = (spec, *sorted(top_level.items()))
+        if key not in done:
+            workdir = str(tmp_path_factory.mktemp("trained"))
+            result = train_config(tiny_config(spec, shapes_dir, **top_level), workdir)
+            assert result.step == 2, result
+            done[key] = workdir
+        return done[key]
+
+    return get

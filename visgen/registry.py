@@ -37,6 +37,12 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Removes and returns the entry `name` (for tests that register their own)."""
+        if name not in self._items:
+            raise UnknownNameError(f"{self.kind} {name!r} is not registered")
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             valid = ", ".join(sorted(self._items)) or "(none)"
