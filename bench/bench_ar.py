@@ -9,10 +9,11 @@ Measures, on whatever backend JAX sees (the table says which):
       tiny: `AR_SIZES["tiny"]` (width 96, depth 4, 4 heads), 1024 codes,
             32 tokens (the tiny TiTok's), 10 classes;
       B:    LlamaGen GPT-B, 12 x 768, 16384 codes, 16 x 16 = 256 tokens,
-            1000 classes (111M parameters);
-    class-conditional, float32, random weights (a non-zero head, so draws are
-    not uniform), temperature 1, no top-k/top-p, at each batch size and CFG
-    scale (scale != 1 doubles the rows; only the conditional rows count as
+            1000 classes (its parameter count: docs/results.md, "Decode speed");
+    `ARGenerator`s with the categorical head, class-conditional, float32,
+    random weights (a non-zero classifier, `head.zero_init=False`, so draws
+    are not uniform), temperature 1, no top-k/top-p, at each batch size and
+    CFG scale (scale != 1 doubles the rows; only the conditional rows count as
     generated tokens);
   - a plain memory-copy bandwidth: numpy copies a 1 GiB float32 array, counted
     as bytes read + bytes written per second (the STREAM "copy" convention);
@@ -20,8 +21,8 @@ Measures, on whatever backend JAX sees (the table says which):
     of the same array, in threads (numpy releases the GIL), bytes read per
     second;
   - the batch-1 weight-read bound: each decode step reads every parameter
-    once, so tokens/s <= bandwidth / parameter bytes (KV-cache reads, a few
-    percent of the weights at 256 tokens, are ignored). It is given for both
+    once, so tokens/s <= bandwidth / parameter bytes (KV-cache reads, small
+    beside the weights at 256 tokens, are ignored). It is given for both
     bandwidths: the copy figure is the yardstick the issue names, the read
     figure what a weight stream can actually reach on this machine;
   - with `--train`, the generator's training step for each size: the
@@ -29,7 +30,7 @@ Measures, on whatever backend JAX sees (the table says which):
     state) with `configs/ar.py`'s generator and optimizer settings for that
     size (`tiny`: its batch 32, no dropout; B: dropout 0.1, batch `--train-batch-b`)
     on random token ids, as a generator reads them from a token cache (so the
-    frozen tokenizer's encode is not included).
+    frozen tokenizer's encode is not included): `visgen.tasks.generator.TokenBatchTask`.
 
 Each timing is the median of `--repeats` calls after a compile-and-warm-up
 call (`compile_s` is that first call). `--quick` runs only `tiny` with one
@@ -55,10 +56,14 @@ import numpy as np
 from flax import nnx
 
 from bench.timing import time_task_step
-from visgen.generators import AR_SIZES, ARTransformer, make_generator
+from visgen.generators import AR_SIZES, ARGenerator
 from visgen.sampling import SampleOptions, sample, sample_no_cache
 from visgen.sampling import ar as ar_sampling
+from visgen.tasks.generator import TokenBatchTask
+from visgen.token_spec import TokenSpec
 
+# The sampled models' head: categorical with a random (not zero-initialised) classifier.
+HEAD = {"name": "categorical", "zero_init": False}
 SHAPES = {
     "tiny": dict(size="tiny", vocab_size=1024, layout=(32,), num_classes=10),
     "B": dict(size="B", vocab_size=16384, layout=(16, 16), num_classes=1000),
@@ -91,42 +96,28 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
     return data.nbytes / best
 
 
+def token_spec(shape: str) -> TokenSpec:
+    """The discrete token spec of `SHAPES[shape]`."""
+    return TokenSpec.discrete(SHAPES[shape]["layout"], SHAPES[shape]["vocab_size"])
+
+
 def build(shape: str) -> tuple[nnx.GraphDef, nnx.State, int, int]:
     """(graphdef, state, parameter count, tokens per sample) of a random-weight model."""
-    spec = dict(SHAPES[shape])
-    width, depth, heads = AR_SIZES[spec.pop("size")]
+    width, depth, heads = AR_SIZES[SHAPES[shape]["size"]]
     model = nnx.jit(
-        lambda: ARTransformer(
+        lambda: ARGenerator(
+            spec=token_spec(shape),
+            head=HEAD,
             width=width,
             depth=depth,
             heads=heads,
-            zero_init_head=False,
+            num_classes=SHAPES[shape]["num_classes"],
             rngs=nnx.Rngs(0),
-            **spec,
         )
     )()
     graphdef, state = nnx.split(model)
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     return graphdef, state, int(params), model.num_tokens
-
-
-class TokenBatchTask:
-    """The generator task's training loss on batches of token ids and labels (what a
-    token cache feeds it), without a tokenizer: a `visgen.train.task.Task` for timing."""
-
-    def __init__(self, generator: dict, vocab_size: int, layout: tuple[int, ...]):
-        self.generator = dict(generator, vocab_size=vocab_size, layout=layout)
-
-    def build(self, rngs: nnx.Rngs) -> nnx.Module:
-        return make_generator(**self.generator, rngs=rngs)
-
-    def loss(self, model, batch, rng, step):
-        del step
-        loss = model.loss(batch["tokens"], batch["label"], train=True, rng=rng)
-        return loss, {"cross_entropy": loss}, None
-
-    def after_update(self, model, aux, rng) -> None:
-        del model, aux, rng
 
 
 def bench_train(shape: str, batch: int | None, repeats: int) -> dict:
@@ -139,9 +130,9 @@ def bench_train(shape: str, batch: int | None, repeats: int) -> dict:
     config = load_config_file(
         "configs/ar.py:tiny" if shape == "tiny" else f"configs/ar.py:size={shape}"
     )
-    generator = dict(config.generator, num_classes=spec["num_classes"])
+    generator = dict(config.generator.to_dict(), num_classes=spec["num_classes"])
     batch = batch or config.data.batch_size
-    task = TokenBatchTask(generator, spec["vocab_size"], spec["layout"])
+    task = TokenBatchTask(generator, token_spec(shape))
     rng = np.random.default_rng(0)
     num_tokens = math.prod(spec["layout"])
     arrays = {

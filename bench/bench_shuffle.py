@@ -20,18 +20,22 @@ at equal model size and equal training time. Stages, each cached under
    time and examples/s, XLA's FLOP count of the generator's forward +
    backward per example, parameters, and the time to fetch a batch.
 4. training: each window trains `configs/ar.py:tokenizer=vq2d,tiny` (width
-   128, depth 4, 4 heads: the same trunk) through `launch.train` with
-   `--config.generator.shuffle_window=s` for `budget / (step + batch fetch)`
-   steps, i.e. the same training time; the table gives the wall time the
-   launcher logged (it includes compilation). The warm-up is a tenth of
-   the steps for every window (the tiny config's fixed 50 steps would
-   leave the slowest window in warm-up for its whole budget).
+   128, depth 4, 4 heads: the same trunk) through `launch.train` for
+   `budget / (step + batch fetch)` steps, i.e. the same training time: window
+   1 with the categorical head, a window `s > 1` with the variant `shuffle=s`
+   (`generator.head`: `token_shuffle` with `window=s`), whose sampling
+   defaults are reset to window 1's (`sample.top_k=0`, `sample.coupled=False`:
+   independent window draws); batch, steps and optimizer are set alike for
+   every window. The table gives the wall time the launcher logged (it
+   includes compilation). The warm-up is a tenth of the steps for every window
+   (the tiny config's fixed 50 steps would leave the slowest window in warm-up
+   for its whole budget).
 5. sampling speed, in this process: forward passes and seconds per image at
    batch 1 and at `--sample-batch`, classifier-free guidance 4, KV cache,
    median of `--repeats` after a compile call.
 6. quality: `--fid-samples` samples per window and CFG schedule
    (`constant` and `half-linear`, guidance 4) through `launch.sample`, and
-   their FID under the `shapes` feature network (`evals.fid`; 128-d
+   their FID under the `shapes` feature network (`visgen.evaluation`; 128-d
    classifier features, a FID-like number comparable only with itself)
    against the 1,000-image test split; test cross-entropy from the
    launcher's final evaluation.
@@ -84,14 +88,26 @@ def tokenizer_overrides(args) -> dict:
     }
 
 
+def generator_spec(window: int) -> str:
+    """The config of window `window`: `GENERATOR_SPEC` (the categorical head) for 1, else
+    its variant `shuffle=window` (the `token_shuffle` head, independent window draws)."""
+    return GENERATOR_SPEC if window == 1 else f"{GENERATOR_SPEC},shuffle={window}"
+
+
 def generator_overrides(args, window: int, steps: int) -> dict:
+    """Overrides of `generator_spec(window)`: the same data, trunk, optimizer and steps for
+    every window; the `shuffle=S` variant's tiny sampling defaults (top-k 3, coupled
+    windows) go back to window 1's (top-k 0, independent window draws)."""
+    head = {}
+    if window > 1:
+        head = {"generator.head.window": window, "sample.top_k": 0, "sample.coupled": False}
     return {
         "tokenizer_workdir": tokenizer_dir(args),
         "data.data_dir": args.data_dir,
         "data.builder_config": str(RES),
         "data.image_size": RES,
         "data.batch_size": args.batch_size,
-        "generator.shuffle_window": window,
+        **head,
         # As measured in docs/results.md (before `tiny` dropped its dropout and
         # went from width 128 at lr 1e-3 to width 96 at lr 2e-3).
         "generator.resid_dropout": 0.1,
@@ -181,14 +197,19 @@ def generator_flops(generator: nnx.Module, tokens: jax.Array, labels: jax.Array)
 
 
 def fusion_params(generator: nnx.Module) -> int:
-    """Parameters Token-Shuffle adds: the input fusion and the head apart from its classifier."""
-    if generator.shuffle_window == 1:
+    """Parameters Token-Shuffle adds: the input fusion (the step embedding's
+    `TokenShuffle`) and the window head apart from its classifier (`categorical`)."""
+    from visgen.generators.token_shuffle import TokenShuffle
+
+    if generator.tokens_per_step == 1:
         return 0
-    leaves = jax.tree.leaves_with_path(nnx.state(generator, nnx.Param))
-    keys = [(jax.tree_util.keystr(path), x.size) for path, x in leaves]
-    return sum(
-        n for k, n in keys if "shuffle_in" in k or ("['head']" in k and "categorical" not in k)
-    )
+
+    def count(module: nnx.Module) -> int:
+        return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    fusion = [node for _, node in nnx.iter_graph(generator) if isinstance(node, TokenShuffle)]
+    head = generator.head
+    return sum(count(m) for m in fusion) + count(head) - count(head.categorical)
 
 
 def time_generator(args, window: int) -> dict:
@@ -196,7 +217,7 @@ def time_generator(args, window: int) -> dict:
     from visgen.data import DataConfig, make_train_iterator
     from visgen.tasks import make_task
 
-    config = load_config(GENERATOR_SPEC, generator_overrides(args, window, 1000))
+    config = load_config(generator_spec(window), generator_overrides(args, window, 1000))
     data = make_train_iterator(DataConfig(**config.data))
     fetch = []
     for _ in range(args.repeats + 1):
@@ -306,7 +327,7 @@ def train_and_score(args, window: int, steps: int, name: str) -> dict:
     print(f"[train] {name}: window {window}, {steps} steps", flush=True)
     workdir = generator_dir(args, name)
     gen_eval = train_with_launcher(
-        GENERATOR_SPEC, workdir, generator_overrides(args, window, steps)
+        generator_spec(window), workdir, generator_overrides(args, window, steps)
     )
     return {
         "window": window,

@@ -7,9 +7,14 @@ r"""SJD benchmark: step compression and wall-clock speedup of speculative Jacobi
 Loads a trained generator workdir as `launch.sample` does (EMA weights; only
 reads it) and, at each batch size and top-k, times plain AR sampling
 (`visgen.sampling.sample`, KV cache) and `sample_sjd` for every draft
-initialisation valid for the model's layout and every window, with the
-workdir's sampling options (`config.sample`; `--cfg`, `--top-k` and
-`--temperature` override them). Labels cycle through the classes.
+initialisation valid for the model's step layout (its tokens, or its
+Token-Shuffle windows) and every window, with the workdir's sampling options
+(`config.sample` through `visgen.tasks.generator.config_sample_options`;
+`--cfg`, `--top-k` and `--temperature` override them). A config default of
+the head's options that SJD cannot use (coupled Token-Shuffle windows) falls
+back to the head's default, as in `launch.sample`; a head without exact
+per-token probabilities (a causal window head) is refused. Labels cycle
+through the classes.
 
 Timing follows `bench.bench_ar` (one compile-and-warm-up call, then the
 median of `--calls` calls), with two changes for SJD on a shared machine:
@@ -17,18 +22,20 @@ every call draws with its own key, since SJD's work depends on the draw, and
 AR and SJD calls alternate with the same key, so both see the same load. Per
 row:
 
-- `compression`: tokens per sample over the mean forward passes of the timed
-  calls (the batch waits for its slowest row; plain AR: 1);
+- `compression`: steps per sample (tokens, or Token-Shuffle windows) over the
+  mean forward passes of the timed calls (the batch waits for its slowest
+  row; plain AR: 1);
 - `row compression`: the same over the rows' own pass counts, i.e. what batch
   1 gets on average (`row_step_compression`);
 - `accepted/pass`: drafts accepted per verification pass of a row;
 - `AR ms`, `SJD ms`: median seconds per call;
 - `pass cost`: SJD's seconds per forward pass over AR's (a window of `L`
-  tokens against one token);
+  steps against one step);
 - `speedup`: the median over rounds of AR's time over SJD's.
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -40,7 +47,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from visgen.sampling import SampleOptions, check_sjd_args, inits_for, sample, sample_sjd
+from visgen.generators import EXACT_PROBS
+from visgen.sampling import SampleOptions, check_sjd_args, inits_for, require, sample, sample_sjd
 
 
 def _ints(text: str) -> list[int]:
@@ -48,11 +56,32 @@ def _ints(text: str) -> list[int]:
 
 
 def load_generator(workdir: str):
-    """(graphdef, state) of a trained generator, its sampling options dict and class count."""
+    """(graphdef, state) of a trained generator, its config and class count."""
     from visgen.tasks.restore import load_trained
 
     config, _, model, _ = load_trained(workdir)
-    return nnx.split(model.generator), dict(config.sample), int(config.generator.num_classes)
+    return nnx.split(model.generator), config, int(config.generator.num_classes)
+
+
+def sjd_options(config, head, **overrides) -> SampleOptions:
+    """`config.sample` with the non-None `overrides` for `head`, as SJD can run them: a
+    head option left at a config default that denies exact per-token probabilities is
+    reset to the head's default (as `launch.sample` does); `require` refuses the rest."""
+    from visgen.tasks.generator import config_sample_options
+
+    options = config_sample_options(config, **overrides)
+    if EXACT_PROBS not in head.capabilities(options.head_options(head)):
+        given = {k for k, v in overrides.items() if v is not None}
+        defaults = head.Options()
+        for field in dataclasses.fields(defaults):
+            if field.name in given:
+                continue
+            trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
+            if EXACT_PROBS in head.capabilities(trial):
+                options = dataclasses.replace(options, head=trial)
+                break
+    require(head, options, EXACT_PROBS, "SJD")
+    return options
 
 
 def _timed(fn, key: jax.Array) -> tuple[float, dict]:
@@ -62,7 +91,7 @@ def _timed(fn, key: jax.Array) -> tuple[float, dict]:
     return time.perf_counter() - t, stats
 
 
-def compare(ar, sjd, calls: int, num_tokens: int) -> dict:
+def compare(ar, sjd, calls: int, num_steps: int) -> dict:
     """Interleaved timing of two samplers `fn(key) -> (tokens, stats)`.
 
     One compile-and-warm-up call each, then `calls` rounds of an AR call and an
@@ -85,7 +114,7 @@ def compare(ar, sjd, calls: int, num_tokens: int) -> dict:
         "ar_compile_s": first_ar - statistics.median(ar_s),
         "compile_s": first_sjd - statistics.median(sjd_s),
         "forward_passes": passes,
-        "step_compression": num_tokens / passes,
+        "step_compression": num_steps / passes,
         "row_step_compression": statistics.fmean(s["row_step_compression"] for s in stats),
         "accepted_per_pass": statistics.fmean(s["accepted_per_pass"] for s in stats),
         "speedup": statistics.median(a / b for a, b in zip(ar_s, sjd_s, strict=True)),
@@ -93,30 +122,31 @@ def compare(ar, sjd, calls: int, num_tokens: int) -> dict:
 
 
 def bench(args) -> dict:
-    graph, sample_config, num_classes = load_generator(args.workdir)
+    graph, config, num_classes = load_generator(args.workdir)
     model = nnx.merge(*graph)
-    layout, num_tokens = model.layout, model.num_tokens
+    # SJD's drafts and passes are per step (a token, or a Token-Shuffle window).
+    layout, num_steps = model.step_layout, model.num_steps
     inits = args.inits or list(inits_for(layout))
     for init in inits:
         for window in args.windows:
             check_sjd_args(layout, window, init)
     results = {
         "workdir": os.path.abspath(args.workdir),
-        "layout": list(layout),
+        "layout": list(model.spec.layout),
+        "step_layout": list(layout),
         "backend": jax.default_backend(),
         "devices": str(jax.devices()),
         "cpu_count": os.cpu_count(),
-        "num_tokens": num_tokens,
+        "num_tokens": model.num_tokens,
+        "num_steps": num_steps,
         "load_average_start": os.getloadavg(),
         "rows": [],
     }
-    for top_k in args.top_k or [sample_config.get("top_k", 0)]:
-        values = dict(sample_config, top_k=top_k)
-        if args.cfg is not None:
-            values["cfg_scale"] = args.cfg
-        if args.temperature is not None:
-            values["temperature"] = args.temperature
-        options = SampleOptions(**values)
+    for top_k in args.top_k or [None]:
+        options = sjd_options(
+            config, model.head, top_k=top_k, cfg_scale=args.cfg, temperature=args.temperature
+        )
+        top_k = options.head_options(model.head).top_k
         for batch in args.batches:
             labels = jnp.arange(batch, dtype=jnp.int32) % num_classes
             ar = functools.partial(sample, graph, labels, options=options)
@@ -126,7 +156,7 @@ def bench(args) -> dict:
                         sample_sjd, graph, labels, options=options, window=window, init=init
                     )
                     row = dict(batch=batch, cfg=options.cfg_scale, top_k=top_k, init=init)
-                    row.update(window=window, **compare(ar, sjd, args.calls, num_tokens))
+                    row.update(window=window, **compare(ar, sjd, args.calls, num_steps))
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
     results["load_average_end"] = os.getloadavg()
@@ -138,16 +168,16 @@ def markdown(results: dict) -> str:
         f"{a:.1f}" for a in (*results["load_average_start"], *results["load_average_end"])
     )
     lines = [
-        f"backend: {results['backend']} ({results['cpu_count']} CPUs); layout "
-        f"{tuple(results['layout'])}; load average (1, 5, 15 min) at start and end: {load}",
+        f"backend: {results['backend']} ({results['cpu_count']} CPUs); step layout "
+        f"{tuple(results['step_layout'])}; load average (1, 5, 15 min) at start and end: {load}",
         "",
         "| batch | cfg | top-k | init | window | forward passes | compression "
         "| row compression | accepted/pass | AR ms | SJD ms | pass cost | speedup |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    num_tokens = results["num_tokens"]
+    num_steps = results["num_steps"]
     for r in results["rows"]:
-        pass_cost = (r["seconds"] / r["forward_passes"]) / (r["ar_seconds"] / num_tokens)
+        pass_cost = (r["seconds"] / r["forward_passes"]) / (r["ar_seconds"] / num_steps)
         cells = [
             r["batch"],
             f"{r['cfg']:g}",
@@ -170,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="a trained generator workdir")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--windows", default="8,16,32")
-    parser.add_argument("--inits", default="", help="default: every init valid for the layout")
+    parser.add_argument("--inits", default="", help="default: every init valid for the step layout")
     parser.add_argument("--cfg", type=float, default=None, help="default: the config's")
     parser.add_argument("--top-k", default="", help="comma-separated; default: the config's")
     parser.add_argument("--temperature", type=float, default=None)

@@ -10,8 +10,9 @@ tokens, 128 x 8 codes); both batch 32, AdamW 2e-3, warmup 50, cosine to 5%.
 Every `--eval-every` steps it prints, for the EMA model on 1,000 held-out
 images: the global PSNR (0-255 scale), the number of distinct codes used, and
 `class_acc`, the fraction of reconstructions that the `shapes` feature
-classifier (`evals/weights/shapes.npz`, 83.5% on the originals) assigns to the
-image's label, beside the mean-colour baseline. Images are drawn in memory with
+classifier (`evals/weights/shapes.npz`; its accuracy on the originals is in
+docs/results.md, "Evaluation") assigns to the image's label, beside the
+mean-colour baseline. Images are drawn in memory with
 `visgen.data.shapes` (no TFDS), so the script also runs on an accelerator
 machine that only has jax/flax/optax. Training dynamics per step do not depend
 on the hardware, so a GPU sweeps recipes for the CPU demo.

@@ -103,8 +103,7 @@ def _labels(args, num_classes: int) -> np.ndarray:
 
 def _prompt_embedding(args, config) -> np.ndarray:
     """`--prompt` encoded by the workdir's text encoder: float32 `[1, L, D]`."""
-    from visgen.tasks.generator import make_config_text_encoder
-    from visgen.text import split_words
+    from visgen.text import config_text_encoder, split_words
 
     if args.prompt is None:
         raise UsageError(
@@ -113,7 +112,7 @@ def _prompt_embedding(args, config) -> np.ndarray:
         )
     if not split_words(args.prompt):
         raise UsageError(f"--prompt {args.prompt!r} has no words")
-    encoder = make_config_text_encoder(config)
+    encoder = config_text_encoder(config)
     try:
         return encoder.encode([args.prompt]).embeddings
     except ValueError as e:
@@ -257,6 +256,7 @@ def run(argv=None) -> dict:
 
     from visgen.data import to_uint8
     from visgen.runtime import enable_compilation_cache
+    from visgen.sampling import METHODS, UnsupportedHead, require
     from visgen.tasks.restore import load_trained
     from visgen.train.progress import progress_bar
     from visgen.train.writer import image_grid, save_png
@@ -266,8 +266,6 @@ def run(argv=None) -> dict:
         _, task, model, step = load_trained(args.workdir)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
-
-    from visgen.sampling import METHODS, UnsupportedHead, require
 
     generator = model.generator
     capability = METHODS[args.method][1]

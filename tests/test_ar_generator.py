@@ -188,7 +188,7 @@ def _full_and_cached(model, tokens, cond, chunk: bool):
     inputs; the head's logits are `[..., 1, V]`."""
     full = model.logits(tokens, cond)
     b, n = tokens.shape
-    steps = model.embedding.to_steps(tokens)  # [B, N, 1]
+    steps = model.trunk_input.to_steps(tokens)  # [B, N, 1]
     hidden0, prefilled = model.prefill(cond, model.init_cache(b))
     logits0 = model.head.logits(hidden0[:, None])[:, 0]  # [B, 1, V]
 
@@ -313,7 +313,7 @@ def test_text_training_reduces_loss_and_samples():
             )
         )()
     np.testing.assert_array_equal(model.head.classifier.output.kernel[...], 0.0)
-    assert 0.017 < float(jnp.std(model.embedding.token_embed.table.embedding[...])) < 0.023
+    assert 0.017 < float(jnp.std(model.trunk_input.token_embed.table.embedding[...])) < 0.023
     assert 0.2 < float(jnp.std(model.condition.null[...])) < 0.3  # randn / sqrt(16)
     tokens, text = _tokens(model, 4), _cond(model, 4)
     # Once the zero head has moved, every parameter learns (the null text

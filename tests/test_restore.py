@@ -102,3 +102,19 @@ def test_a_workdir_without_checkpoints_says_so(tmp_path, monkeypatch):
         restore.load_trained(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not a training workdir"):
         restore.load_trained(str(tmp_path / "nope"))
+
+
+def test_a_checkpoint_of_another_structure_is_refused(workdir, monkeypatch):
+    """A model with a parameter the checkpoint lacks (a renamed module) must not come back
+    half abstract: the restore names what is missing."""
+    path, task, _ = workdir
+    build = task.build
+
+    def renamed(rngs):
+        model = build(rngs)
+        model.extra = nnx.Param(jnp.zeros((2,)))
+        return model
+
+    monkeypatch.setattr(task, "build", renamed)
+    with pytest.raises(ValueError, match=r"does not hold 1 arrays the model has .*extra"):
+        restore.load_trained(path)

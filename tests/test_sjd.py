@@ -72,7 +72,7 @@ def _exact_probs_jit(model: ARGenerator, options: SampleOptions) -> jax.Array:
         # The schedule runs over steps: token i's step is its window's (itself unshuffled).
         g = model.tokens_per_step
         step_of = (jnp.arange(n) // g).reshape(1, model.num_steps, g)
-        steps = model.embedding.from_steps(step_of)[0]
+        steps = model.trunk_input.from_steps(step_of)[0]
         scale = guidance_scale(
             options.cfg_schedule, options.cfg_scale, steps, model.num_steps, options.cfg_interval
         )

@@ -120,25 +120,25 @@ def _paths(model) -> dict[str, tuple[int, ...]]:
 def test_the_plain_model_and_what_a_window_adds():
     # The categorical head: one token per step, steps are the raster tokens, no fusion.
     plain = _build()
-    assert isinstance(plain.head, CategoricalHead) and not hasattr(plain.embedding, "fuse")
+    assert isinstance(plain.head, CategoricalHead) and not hasattr(plain.trunk_input, "fuse")
     assert plain.num_steps == plain.num_tokens == 16 and plain.tokens_per_step == 1
     assert plain.step_layout == plain.spec.layout == (4, 4)
     tokens = _tokens(plain, 2)
-    steps = plain.embedding.to_steps(tokens)
+    steps = plain.trunk_input.to_steps(tokens)
     assert steps.shape == (2, 16, 1)
     np.testing.assert_array_equal(steps.reshape(2, -1), tokens)
-    np.testing.assert_array_equal(plain.embedding.from_steps(steps), tokens)
+    np.testing.assert_array_equal(plain.trunk_input.from_steps(steps), tokens)
     # A window adds only the fusion MLPs and the window head; the trunk, the condition
     # and the token embedding keep their names and shapes, the classifier its shape.
     shuffled = _paths(nnx.eval_shape(lambda: _build(head=shuffle_head())))
     plain_paths = _paths(plain)
     extra = {k for k in shuffled if k not in plain_paths}
-    assert extra and all(k.startswith(("['embedding']['fuse']", "['head']")) for k in extra)
+    assert extra and all(k.startswith(("['trunk_input']['fuse']", "['head']")) for k in extra)
     kept = {k: v for k, v in plain_paths.items() if not k.startswith("['head']")}
     assert kept and all(shuffled.get(k) == v for k, v in kept.items())
     assert plain_paths["['head']['classifier']['output']['kernel']"] == (32, 64)
     assert shuffled["['head']['categorical']['output']['kernel']"] == (32, 64)
-    assert shuffled["['embedding']['fuse']['compress']['fc2']['kernel']"] == (32, 8)  # D -> D/s^2
+    assert shuffled["['trunk_input']['fuse']['compress']['fc2']['kernel']"] == (32, 8)  # D -> D/s^2
 
 
 def _fused_full_and_cached(model, tokens, cond):
@@ -146,7 +146,7 @@ def _fused_full_and_cached(model, tokens, cond):
     a two-window chunk decoded at step 0 (predicting windows 1 and 2)."""
     full = model.logits(tokens, cond)
     b, w = tokens.shape[0], model.tokens_per_step
-    windows = model.embedding.to_steps(tokens)  # [B, M, s^2]
+    windows = model.trunk_input.to_steps(tokens)  # [B, M, s^2]
     hidden0, prefilled = model.prefill(cond, model.init_cache(b))
     logits0 = model.head.logits(hidden0[:, None])[:, 0]  # [B, s^2, V]
     out = jnp.zeros((b, model.num_steps, w, model.spec.vocab_size)).at[:, 0].set(logits0)
@@ -160,7 +160,7 @@ def _fused_full_and_cached(model, tokens, cond):
 
     cached, _ = jax.lax.fori_loop(0, model.num_steps - 1, step, (out, prefilled))
     chunk = model.head.logits(model.decode_step(windows[:, :2], 0, prefilled)[0])
-    return full, unshuffle(cached, model.spec.layout, model.embedding.window), chunk, cached
+    return full, unshuffle(cached, model.spec.layout, model.trunk_input.window), chunk, cached
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_shuffled_kv_cache_matches_full_forward(cond, layout, fused):
     # A 2 x 2 spatial window: on a video grid (t, h, w) the window stays in a frame.
     model = _build(cond, layout, head=shuffle_head(2))
     assert model.step_layout == fused and model.max_len == model.prefix + 8 - 1
-    assert model.tokens_per_step == 4 and model.embedding.window == 2
+    assert model.tokens_per_step == 4 and model.trunk_input.window == 2
     tokens, c = _tokens(model, 2), _cond(model, 2)
     full, cached, chunk, fused_cached = nnx.jit(_fused_full_and_cached)(model, tokens, c)
     assert full.shape == (2, 32, 64) and full.dtype == jnp.float32
@@ -200,7 +200,7 @@ def test_shuffled_training_reduces_loss_on_every_token(causal):
     # The fusion MLPs on both sides learn, not only the trunk (from step 2: the zero
     # head, then the zero last layers of the residual blocks, pass no gradient before).
     losses, norms = train_losses(model, tokens, labels, norms_at=2)
-    assert any("['embedding']['fuse']" in k for k in norms), norms
+    assert any("['trunk_input']['fuse']" in k for k in norms), norms
     assert any("['head']['unshuffle']" in k for k in norms), norms
     assert all(g > 0 for g in norms.values()), norms
     assert causal == any("context" in k for k in norms) == any("mix" in k for k in norms)
@@ -236,7 +236,7 @@ class CountingAR(ARGenerator):
 def _reference_greedy(model, labels, options: SampleOptions) -> np.ndarray:
     """Greedy guided decoding from raster-order teacher forcing, window by window and,
     within a window, token by token (a causal window head reads the earlier ones)."""
-    b, s = labels.shape[0], model.embedding.window
+    b, s = labels.shape[0], model.trunk_input.window
     order = np.asarray(shuffle(jnp.arange(model.num_tokens)[None], model.spec.layout, s))[0]
     tokens = jnp.zeros((b, model.num_tokens), jnp.int32)
     forward = nnx.jit(lambda m, t, drop: m.logits(t, labels, drop=drop))

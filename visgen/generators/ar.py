@@ -9,10 +9,11 @@ made token-agnostic:
   in training (classifier-free guidance);
 - `token_embed`: one token -> `[D]`, chosen by the tokenizer's `TokenSpec`
   kind (ids: `TokenIdEmbedding`);
-- `embedding` and `head`: the token interface registered under
-  `head["name"]` (`visgen.generators.base.HEADS`): the step embedding groups
-  tokens into steps (one token each for `categorical`, `s x s` windows for
-  `token_shuffle`) and the head predicts a step's tokens;
+- `trunk_input` and `head`: the token interface registered under
+  `head["name"]` (`visgen.generators.base.HEADS`): the step embedding
+  (`trunk_input`, what the trunk reads) groups tokens into steps (one token
+  each for `categorical`, `s x s` windows for `token_shuffle`) and the head
+  predicts a step's tokens;
 - `trunk`: Llama blocks over `[prefix, steps]` (`visgen.generators.trunk`).
 
 Token dropout on the input embeddings (prefix included) and residual dropout
@@ -22,7 +23,7 @@ inside the blocks, both 0.1 in LlamaGen's training scripts; weight init
 Tokens in and out (`hidden_states`, `loss`, `token_losses`, `logits`) are in
 the tokenizer's raster order of `spec.layout`; the cached-decoding methods
 (`prefill`, `decode_step`, used by `visgen.sampling`) speak steps
-`[B, n, g, ...]` (`embedding.to_steps` / `from_steps` convert).
+`[B, n, g, ...]` (`trunk_input.to_steps` / `from_steps` convert).
 """
 
 import math
@@ -142,11 +143,11 @@ class ARGenerator(nnx.Module):
             token_dropout=token_dropout,
             rngs=rngs,
         )
-        self.embedding, self.head = interface.build(
+        self.trunk_input, self.head = interface.build(
             spec, width, token_embed=token_embed, dtype=dtype, rngs=rngs, **head_args
         )
-        self.step_layout = tuple(self.embedding.step_layout)
-        self.tokens_per_step = int(self.embedding.tokens_per_step)
+        self.step_layout = tuple(self.trunk_input.step_layout)
+        self.tokens_per_step = int(self.trunk_input.tokens_per_step)
         self.num_steps = math.prod(self.step_layout)
         self.rope_base = float(rope_base)
         self.zero_cond_rope = zero_cond_rope
@@ -206,13 +207,13 @@ class ARGenerator(nnx.Module):
             if drop is None and self.cond_dropout > 0:
                 drop = self.condition_drop(b, keys[0])
         prefix = self.embed_condition(cond, drop=drop)
-        steps = self.embedding(self.embedding.to_steps(tokens)[:, :-1])
+        steps = self.trunk_input(self.trunk_input.to_steps(tokens)[:, :-1])
         return self.trunk(prefix, steps, self.rope(), token_rng=keys[1], layer_rng=keys[2])
 
     def _step_losses(self, tokens, cond, *, train, rng, drop) -> jax.Array:
         hidden = self.hidden_states(tokens, cond, train=train, rng=rng, drop=drop)
         head_rng = None if rng is None else jax.random.fold_in(rng, 3)
-        return self.head.loss(hidden, self.embedding.to_steps(tokens), head_rng)
+        return self.head.loss(hidden, self.trunk_input.to_steps(tokens), head_rng)
 
     def loss(
         self,
@@ -229,7 +230,7 @@ class ARGenerator(nnx.Module):
     def token_losses(self, tokens: jax.Array, cond: jax.Array) -> jax.Array:
         """Evaluation: the head's loss of every token, `[B, N]` float32 in raster order."""
         losses = self._step_losses(tokens, cond, train=False, rng=None, drop=None)
-        return self.embedding.from_steps(losses)
+        return self.trunk_input.from_steps(losses)
 
     def logits(
         self, tokens: jax.Array, cond: jax.Array, *, drop: jax.Array | None = None
@@ -240,7 +241,9 @@ class ARGenerator(nnx.Module):
         token `i`'s step (and, for a causal window head, the window's earlier tokens).
         """
         hidden = self.hidden_states(tokens, cond, drop=drop)
-        return self.embedding.from_steps(self.head.logits(hidden, self.embedding.to_steps(tokens)))
+        return self.trunk_input.from_steps(
+            self.head.logits(hidden, self.trunk_input.to_steps(tokens))
+        )
 
     # --- cached decoding ------------------------------------------------------------
 
@@ -273,5 +276,5 @@ class ARGenerator(nnx.Module):
         Returns the head's inputs `[B, n, D]`, row `j` predicting step `pos + j + 1`,
         and the cache with positions `c + pos .. c + pos + n - 1` written.
         """
-        x = self.embedding(steps)
+        x = self.trunk_input(steps)
         return self.trunk.run_cached(x, self.prefix + pos, cache, self.rope())

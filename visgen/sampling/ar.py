@@ -118,17 +118,17 @@ def _decode_loop(
             # so the segment's cache needs `c + hi - 1` positions.
             cache = grow_cache(cache, model.prefix + hi - 1)
             tokens, cache = jax.lax.fori_loop(lo, hi, step_cached, (tokens, cache))
-        return model.embedding.from_steps(tokens)
+        return model.trunk_input.from_steps(tokens)
 
     def step_full(i, tokens):
-        raster = rows(model.embedding.from_steps(tokens))
+        raster = rows(model.trunk_input.from_steps(tokens))
         hidden = model.hidden_states(raster, cond_all, drop=drop)
         return put(tokens, pick(jax.lax.dynamic_index_in_dim(hidden, i, 1, False), i), i)
 
     hidden_shape = jax.ShapeDtypeStruct((cond_all.shape[0], model.width), jnp.float32)
     first = jax.eval_shape(pick, hidden_shape, 0)
     tokens = jax.lax.fori_loop(0, nocache_steps or steps, step_full, empty(first))
-    return model.embedding.from_steps(tokens)
+    return model.trunk_input.from_steps(tokens)
 
 
 def cache_segments(steps: int, count: int) -> list[tuple[int, int]]:

@@ -431,7 +431,7 @@ def sample_sjd(
         int(x) for x in jax.device_get((st.step, jnp.sum(st.accepted), jnp.sum(st.passes)))
     )
     module = model if isinstance(model, nnx.Module) else nnx.merge(*model)
-    tokens = module.embedding.from_steps(st.tokens[:, :n])
+    tokens = module.trunk_input.from_steps(st.tokens[:, :n])
     return tokens, {
         "forward_passes": forward_passes,
         "tokens_generated": int(tokens.size),

@@ -42,21 +42,13 @@ from visgen.metrics import codebook
 from visgen.sampling import SampleOptions, sample, sample_options
 from visgen.tasks import TASKS
 from visgen.tasks.restore import load_frozen
-from visgen.text import TextEncoder, encode_batch_captions, make_text_encoder
+from visgen.text import TextEncoder, config_text_encoder, encode_batch_captions
 from visgen.token_spec import TokenSpec
 from visgen.train.progress import progress_bar
 from visgen.train.task import Batch
 
 # Preview rows of a text-conditional generator: the captions of the first test examples.
 PREVIEW_CAPTIONS = 8
-
-
-def make_config_text_encoder(config) -> TextEncoder | None:
-    """The text encoder that `config.text_encoder` names, or None for a class-conditional
-    config (one without that section)."""
-    if "text_encoder" not in config:
-        return None
-    return make_text_encoder(**config.text_encoder.to_dict())
 
 
 def config_sample_options(config, **overrides) -> SampleOptions:
@@ -125,7 +117,7 @@ class GeneratorTask:
             sample=config_sample_options(config),
             preview_per_class=config.preview_per_class,
             dtype=config.dtype,
-            text_encoder=make_config_text_encoder(config),
+            text_encoder=config_text_encoder(config),
         )
 
     def tokenizer_record(self) -> TokenizerRecord:

@@ -13,7 +13,9 @@ and a tokenizer that owns its objective (a flow decoder, TiTok's two-stage
 proxy-code cross-entropy) on its losses alone: `rec` and PSNR of its `x_hat`,
 if it returns one, are logged but not optimised, and GAN or perceptual weights
 are refused. A tokenizer whose spec needs text gets the batch's `"text"`
-(encoded captions `[B, L, D]`) in training, evaluation and previews.
+(captions `[B, L, D]`, encoded on the host by the config's `text_encoder`
+with `visgen.text.encode_batch_captions`, as the generator task does) in
+training, evaluation and previews.
 
 The generator and discriminator terms are differentiated in one backward pass
 with stop-gradients separating them, so one optimizer updates both at the same
@@ -40,6 +42,7 @@ from visgen.losses import (
 )
 from visgen.metrics import codebook, image
 from visgen.tasks import TASKS
+from visgen.text import TextEncoder, config_text_encoder, encode_batch_captions
 from visgen.tokenizers import Tokenizer, TokenizerOutput, make_tokenizer
 from visgen.train.task import Batch
 
@@ -104,10 +107,25 @@ def _text(tokenizer: Tokenizer, batch: Batch) -> jax.Array | None:
 
 @TASKS.register("tokenizer")
 class TokenizerTask:
-    """Trains any tokenizer in `visgen.tokenizers` on images or videos."""
+    """Trains any tokenizer in `visgen.tokenizers` on images or videos.
 
-    def __init__(self, tokenizer: dict[str, Any], loss: TokenizerLossConfig, dtype: str):
+    Args:
+      tokenizer: keyword arguments of `make_tokenizer` (`name` included; a
+        two-stage TiTok's `proxy_workdir`).
+      loss: pixel-loss settings.
+      dtype: compute dtype.
+      text_encoder: encodes the batches' captions for a text-conditioned tokenizer.
+    """
+
+    def __init__(
+        self,
+        tokenizer: dict[str, Any],
+        loss: TokenizerLossConfig,
+        dtype: str,
+        text_encoder: TextEncoder | None = None,
+    ):
         self.tokenizer_args = dict(tokenizer)
+        self.text_encoder = text_encoder
         # A two-stage TiTok's proxy: a trained tokenizer workdir, embedded frozen.
         proxy_workdir = self.tokenizer_args.pop("proxy_workdir", "")
         self.proxy = None
@@ -125,6 +143,7 @@ class TokenizerTask:
             tokenizer=config.tokenizer.to_dict(),
             loss=TokenizerLossConfig(**config.loss),
             dtype=config.dtype,
+            text_encoder=config_text_encoder(config),
         )
 
     def prepare_data(self, data_cfg) -> None:
@@ -135,7 +154,11 @@ class TokenizerTask:
             )
 
     def host_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return batch
+        """With a text encoder (`config.text_encoder`, for text-conditioned tokenizers): adds
+        `"text"` `[b, L, D]`, the batch's captions encoded; otherwise the batch as is."""
+        if self.text_encoder is None:
+            return batch
+        return encode_batch_captions(batch, self.text_encoder)
 
     def build(self, rngs: nnx.Rngs) -> TokenizerModel:
         cfg = self.loss_cfg

@@ -22,11 +22,20 @@ def make_text_encoder(name: str, **kwargs) -> TextEncoder:
     return TEXT_ENCODERS.get(name)(**kwargs)
 
 
+def config_text_encoder(config) -> TextEncoder | None:
+    """The text encoder a task config's `text_encoder` section names, or None when the
+    config has no such section (no text conditioning)."""
+    if "text_encoder" not in config:
+        return None
+    return make_text_encoder(**config.text_encoder.to_dict())
+
+
 __all__ = [
     "TEXT_ENCODERS",
     "RandomWordEncoder",
     "TextEmbeddings",
     "TextEncoder",
+    "config_text_encoder",
     "encode_batch_captions",
     "make_text_encoder",
     "split_words",

@@ -81,7 +81,20 @@ class Checkpointer:
             # the checkpoint, as `StandardRestore` does, and warns that it does.
             warnings.filterwarnings("ignore", message="Sharding info not provided")
             restored = self.manager.restore(step, args=ocp.args.Composite(state=partial))
-        return restored["state"]
+        restored = restored["state"]
+        # Partial restore leaves what the checkpoint lacks as it was given (abstract).
+        missing = [
+            jax.tree_util.keystr(path)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(restored)
+            if isinstance(leaf, jax.ShapeDtypeStruct)
+        ]
+        if missing:
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} does not hold "
+                f"{len(missing)} arrays the model has (first: {', '.join(missing[:3])}): "
+                "it was written by a model of another structure"
+            )
+        return restored
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
