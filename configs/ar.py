@@ -13,6 +13,15 @@ position; needs a 2D/3D token grid such as vq2d's):
   python -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,shuffle=2 \
       --workdir outputs/ar_shuffle --config.tokenizer_workdir=outputs/vq2d_tiny
 
+Continuous tokens with MAR's diffusion head (`diffusion`: a Gaussian-bottleneck
+grid tokenizer's latents, each drawn by a small denoiser; DiSA by a flag):
+
+  python -m launch.train --config configs/vq2d.py:tiny,latent=vae --workdir outputs/vae_tiny
+  python -m launch.train --config configs/ar.py:tokenizer=vq2d,tiny,diffusion \
+      --workdir outputs/ar_diffusion --config.tokenizer_workdir=outputs/vae_tiny
+  python -m launch.sample --workdir outputs/ar_diffusion --num 16 --disa linear:50:5 \
+      --out outputs/ar_diffusion/samples
+
 Text-conditional (`text`: trains on the dataset's captions, then samples a
 prompt):
 
@@ -29,14 +38,18 @@ family the data settings follow; the weights come from
 Token-Shuffle window: `generator.head` becomes `token_shuffle` with
 `window=S`); `causal` (with `shuffle=S`: a causal window head predicts a
 window's tokens one after another from the window's one pass,
-`generator.head.causal`; not in the paper); `text` (condition on captions
-instead of classes).
+`generator.head.causal`; not in the paper); `diffusion` (continuous latents:
+`generator.head` becomes `diffusion`, MAR's denoiser, on a tokenizer with a
+`gaussian` bottleneck); `text` (condition on captions instead of classes).
 
 `config.generator.head` names the head (`visgen.generators.HEADS`:
-`categorical`, `token_shuffle`) and holds its arguments;
+`categorical`, `token_shuffle`, `diffusion`) and holds its arguments;
 `config.sample` holds the sampling defaults: the shared ones (temperature,
 `cfg_scale`, `cfg_schedule`) and the head's own (`top_k`, `top_p`, and for
-`token_shuffle` `coupled`: one shared Gumbel vector per window).
+`token_shuffle` `coupled`: one shared Gumbel vector per window; for
+`diffusion` `diffusion_steps`, `disa`, a DiSA schedule such as
+`linear:50:5`, empty for none, and `clip`, the timestep clamp, 0 for the
+sampler's own).
 
 `text` adds `config.text_encoder` (a `visgen.text` encoder: `name` and its
 arguments; `random_words` is a frozen random-word-embedding stand-in for a
@@ -75,17 +88,31 @@ TINY_SHUFFLE_BATCH, TINY_SHUFFLE_STEPS = 8, 7200
 DATASET_CLASSES = {"shapes": 5, "shapes_video": 5, "digits": 10, "imagenet2012": 1000}
 # Text slots for a dataset's captions (shapes: at most 29 words; with motion 41).
 CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}
+# The diffusion head's denoiser at full size (MAR-B: 6 blocks of width 1024).
+MAR_B_HEAD = dict(depth=6, mlp_width=1024)
+# `diffusion`: latents are modelled as `scale * latent` (MAR: 0.2325 for its KL-16 VAE), one
+# factor per tokenizer config, 1 / (the std of its latents). Not yet measured on a fully
+# trained `configs/vq2d.py:tiny,latent=vae`: 1.0 until then. At full size, set
+# `generator.head.scale` for the tokenizer used.
+TINY_LATENT_SCALE = 1.0
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     defaults = dict(tiny=False, tokenizer="titok", size="B", data="", classes=0, shuffle=1)
-    v = parse_variant(arg, dict(defaults, text=False, causal=False))
+    v = parse_variant(arg, dict(defaults, text=False, causal=False, diffusion=False))
+    if v["diffusion"] and v["shuffle"] > 1:
+        raise ValueError("the variants diffusion and shuffle=S exclude each other")
     if v["causal"] and v["shuffle"] < 2:
         raise ValueError("the variant causal orders a window's tokens: it needs shuffle=S > 1")
     if v["tokenizer"] not in ("titok", "vq2d"):
         raise ValueError(f"tokenizer must be titok or vq2d, got {v['tokenizer']!r}")
     config = base_config("generator")
     config.tokenizer_workdir = ""
+    # The tokenizer checkpoint and weights the generator trains on: resolved (latest step)
+    # and recorded in the workdir's config.json on first training; sampling, resuming and
+    # evaluation use exactly that checkpoint and refuse changed weights.
+    config.tokenizer_step = -1
+    config.tokenizer_fingerprint = ""
     if v["tiny"]:
         width, depth, heads = SIZES["tiny"]
         batch = TINY_SHUFFLE_BATCH if v["shuffle"] > 1 else 32
@@ -126,6 +153,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.generator.head = ml_collections.ConfigDict(
             dict(name="token_shuffle", window=v["shuffle"], blocks=2, causal=v["causal"])
         )
+    elif v["diffusion"]:
+        size = dict(depth=3, mlp_width=128) if v["tiny"] else MAR_B_HEAD
+        config.generator.head = ml_collections.ConfigDict(
+            dict(
+                name="diffusion", **size, diffusion_batch_mul=4, learn_sigma=True,
+                scale=TINY_LATENT_SCALE if v["tiny"] else 1.0,
+            )
+        )  # fmt: skip
     else:
         config.generator.head = ml_collections.ConfigDict(dict(name="categorical"))
     if v["text"]:
@@ -143,12 +178,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # window head (the demo's), top-k 5 (docs/results.md, the demo generator).
     tiny_shuffle = v["tiny"] and v["shuffle"] > 1
     top_k = (5 if v["causal"] else 3) if tiny_shuffle else 0
-    config.sample = ml_collections.ConfigDict(
-        dict(
-            temperature=1.0, cfg_scale=4.0, top_k=top_k, top_p=1.0,
-            cfg_schedule="half-linear" if v["shuffle"] > 1 else "constant",
-        )
-    )  # fmt: skip
+    if v["diffusion"]:
+        # MAR: the linear CFG schedule (MAR-B's scale 2.9), 100 steps per token; `disa`
+        # empty (DiSA off; e.g. "linear:50:5"). `tiny` clamps timesteps to 950 (`clip`, DiSA's
+        # clamp, not MAR's sampler): a briefly trained head's noise error at t = 999 is
+        # amplified ~2e4-fold by the unclamped first step (tests/test_diffusion_head.py).
+        config.sample = ml_collections.ConfigDict(
+            dict(
+                temperature=1.0, cfg_scale=3.0 if v["tiny"] else 2.9, cfg_schedule="linear",
+                diffusion_steps=100, disa="", clip=950 if v["tiny"] else 0,
+            )
+        )  # fmt: skip
+    else:
+        config.sample = ml_collections.ConfigDict(
+            dict(
+                temperature=1.0, cfg_scale=4.0, top_k=top_k, top_p=1.0,
+                cfg_schedule="half-linear" if v["shuffle"] > 1 else "constant",
+            )
+        )  # fmt: skip
     if v["shuffle"] > 1:
         config.sample.coupled = tiny_shuffle and not v["causal"]
     config.preview_per_class = 8

@@ -8,7 +8,15 @@ Train (LlamaGen's VQ-16 shape at 256 px: 16 x 16 tokens, 16384 x 8 codes;
       --workdir gs://bucket/vq16 --config.data.data_dir=/data/tfds
 
 Variants (comma separated): `tiny`; `res=R`; `codes=V`; `data=<tfds name or
-folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`).
+folder>`; `video=T` (frames, tokenized frame by frame into `(T, h, w)`);
+`latent=vq|vae` (the `tokenizer.quantizer` section, as in `configs/titok.py`:
+`vq` codes, or a `gaussian` posterior whose continuous latents feed the
+diffusion head, `configs/ar.py:tokenizer=vq2d,tiny,diffusion`).
+
+`latent=vae` is a KL bottleneck of `token_dim` channels (8 for `tiny`, 16
+at full size, MAR's KL-16 shape) with LDM's KL weight 1e-6; generators read
+the posterior mean. Its latents are not normalised here: the diffusion
+head's `scale` brings them to about unit variance for generation.
 
 The codebook is the nested section `tokenizer.quantizer` (a registered
 quantizer's name and arguments, e.g. `--config.tokenizer.quantizer.codebook_size=256`);
@@ -44,9 +52,15 @@ from visgen.config import base_config, parse_variant, section
 from visgen.tasks.tokenizer import TokenizerLossConfig
 from visgen.tokenizers.vq2d import VQ16
 
+LATENTS = ("vq", "vae")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    v = parse_variant(arg, dict(tiny=False, res=256, codes=0, data="", video=0))
+    v = parse_variant(arg, dict(tiny=False, res=256, codes=0, data="", video=0, latent="vq"))
+    if v["latent"] not in LATENTS:
+        raise ValueError(f"latent must be one of {', '.join(LATENTS)}, got {v['latent']!r}")
+    if v["latent"] == "vae" and v["codes"]:
+        raise ValueError("codes=V sets a codebook: it applies to latent=vq, not latent=vae")
     config = base_config("tokenizer")
     if v["tiny"]:
         res = 32
@@ -73,7 +87,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         if config.data.name == "shapes":
             config.data.name = "shapes_video"
         tokenizer.update(num_frames=v["video"])
-    quantizer = dict(name="vq", codebook_size=codebook_size, l2_norm=True, commitment=0.25)
+    if v["latent"] == "vq":
+        quantizer = dict(name="vq", codebook_size=codebook_size, l2_norm=True, commitment=0.25)
+    else:
+        quantizer = dict(name="gaussian", kl_weight=1e-6)
+        tokenizer.update(token_dim=8 if v["tiny"] else 16)
     config.tokenizer = ml_collections.ConfigDict(
         dict(name="vq2d", image_size=res, quantizer=quantizer, **tokenizer)
     )

@@ -18,11 +18,11 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    cache in `<out>/tokens`) and reports its test cross-entropy beside the
    frequency-only baseline;
 4. samples one row per class with classifier-free guidance into
-   `<out>/samples.png` with the generator config's options; for a generator
-   whose windows are drawn independently (TiTok's, or a Token-Shuffle one
-   without `causal`), also the same conditions with speculative Jacobi
-   decoding into `<out>/samples_sjd.png` (plain AR's distribution in fewer
-   forward passes; it prints the step compression it got);
+   `<out>/samples.png` with the generator config's options, then the same
+   conditions with speculative Jacobi decoding (coupled drafts, the
+   default coupling) into `<out>/samples_sjd.png` (plain AR's distribution
+   in fewer forward passes; it prints the step compression it got, or why a
+   generator's head cannot use SJD);
 5. evaluates under the `shapes` feature network (`evals/weights/shapes.npz`):
    the FID of 500 guided samples against the test split, and the rFID and
    pFID (RobusTok token perturbation at alpha 0.1, 0.2, 0.3) of the tokenizer.
@@ -197,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         metrics["sjd_sampling"] = sjd
         steps = sjd["steps_per_sample"]
         per_step = sjd["tokens_generated"] // sjd["num"] // steps  # tokens per AR step
+        settings = sjd["sjd"]
         print(
-            f"      SJD step compression {sjd['step_compression']:.2f}: "
+            f"      SJD ({settings['coupling']} coupling, window {settings['window']}) step "
+            f"compression {sjd['step_compression']:.2f}: "
             f"{sjd['forward_passes']} forward passes for {steps} steps of {per_step} "
             f"token(s) per sample (plain AR: one pass per step); "
             f"{sjd['row_step_compression']:.2f} per sample alone"

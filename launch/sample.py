@@ -2,8 +2,9 @@ r"""Sample images from a trained generator workdir.
 
   python -m launch.sample --workdir GEN --num 64 [--class 3 | --classes 0,1,2 | --prompt TEXT] \
       [--cfg 4 --cfg-schedule linear --top-k 0 --top-p 1 --temperature 1 --seed 0] \
-      [--coupled-windows | --no-coupled-windows] \
-      [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal] \
+      [--coupled-windows | --no-coupled-windows] [--diffusion-steps 100 | --disa linear:50:5] \
+      [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal \
+       --sjd-coupling maximal] \
       [--batch-size 32] [--png] --out DIR
 
 Writes into `DIR`: `samples.png` (a grid; one row per class when classes
@@ -14,14 +15,23 @@ tokens; the step compression: plain AR's forward passes, one per step (a
 token, or a Token-Shuffle window), over this run's) and, with `--png`, one
 PNG per sample. `--method sjd` samples with speculative Jacobi decoding
 (`visgen.sampling.sjd`: the same distribution in fewer forward passes);
-`stats.json` then also reports the accepted drafts per pass and the window
-and draft initialisation used (`--sjd-init` defaults to the layout's best).
+`stats.json` then also reports the accepted drafts per pass, the step
+compression a sample alone gets (`row_step_compression`, batch 1), draft
+acceptance by position in the SJD window, by Jacobi iteration and by token
+of a window (`acceptance`: rates, and the `counts` behind them), and the
+window, draft initialisation and coupling used (`--sjd-init` defaults to the
+layout's best, `--sjd-coupling` to `visgen.sampling.DEFAULT_COUPLING`:
+`none` is SJD, `maximal` and `gumbel` MC-SJD's coupled drafts).
 A method refuses a head that lacks what it needs (`visgen.sampling.require`:
-SJD needs exact per-token probabilities, so not a causal window head).
+SJD needs per-token probabilities, each token of a window drawn on its own
+or in order).
 Sampling defaults come from the generator's config (`config.sample`); the
-flags override them, and `--top-k`, `--top-p` and `--coupled-windows` are
-the head's own options (`--coupled-windows`, Token-Shuffle heads only: one
-shared Gumbel vector per window). A config default the method cannot use
+flags override them, and `--top-k`, `--top-p`, `--coupled-windows`,
+`--diffusion-steps` and `--disa` are the head's own options
+(`--coupled-windows`, Token-Shuffle heads only: one shared Gumbel vector per
+window; the last two, the diffusion head only: denoising steps per token, or
+a DiSA schedule; its `stats.json` adds `head_evaluations`, the denoiser's
+passes summed over the batches). A config default the method cannot use
 (a coupled-window default under SJD) falls back to the head's default; a
 flag it cannot use is refused.
 Without a class option the samples cycle through every class. A
@@ -44,6 +54,7 @@ import numpy as np
 from visgen.sampling.guidance import SCHEDULES
 
 METHODS = ("ar", "sjd")  # the keys of `visgen.sampling.METHODS`
+SJD_COUPLINGS = ("none", "maximal", "gumbel")  # `visgen.sampling.COUPLINGS`
 
 
 class UsageError(Exception):
@@ -70,10 +81,13 @@ def _parse(argv):
         default=None,
         help="Token-Shuffle: one shared Gumbel vector per window (default: config)",
     )
+    p.add_argument("--diffusion-steps", type=int, default=None, help="diffusion head: steps")
+    p.add_argument("--disa", default=None, help="diffusion head: DiSA schedule, e.g. linear:50:5")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=METHODS, default="ar", help="ar, or sjd (speculative)")
     p.add_argument("--sjd-window", type=int, default=None, help="SJD tokens per pass (16)")
     p.add_argument("--sjd-init", default=None, help="SJD draft init (default: the layout's)")
+    p.add_argument("--sjd-coupling", choices=SJD_COUPLINGS, default=None, help="SJD draft coupling")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--png", action="store_true", help="also write one PNG per sample")
     return p.parse_args(argv)
@@ -136,6 +150,8 @@ OPTION_FLAGS = {
     "top_p": "top_p",
     "temperature": "temperature",
     "coupled_windows": "coupled",
+    "diffusion_steps": "diffusion_steps",
+    "disa": "disa",
 }
 
 
@@ -156,7 +172,9 @@ def _fit_to_method(options, head, capability: str | None, args):
     capability check then refuses them)."""
     import dataclasses
 
-    if capability is None or capability in head.capabilities(options.head_options(head)):
+    from visgen.sampling import offers
+
+    if capability is None or offers(head, options.head_options(head), capability):
         return options
     explicit = {option for flag, option in OPTION_FLAGS.items() if getattr(args, flag) is not None}
     defaults = head.Options()
@@ -164,13 +182,14 @@ def _fit_to_method(options, head, capability: str | None, args):
         if field.name in explicit:
             continue
         trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
-        if capability in head.capabilities(trial):
+        if offers(head, trial, capability):
             return dataclasses.replace(options, head=trial)
     return options
 
 
-# Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD).
-COUNTS = ("forward_passes", "accepted_drafts", "verify_passes")
+# Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD;
+# `head_evaluations` only from a head that counts them).
+COUNTS = ("forward_passes", "accepted_drafts", "verify_passes", "head_evaluations")
 
 
 def _sampler(args, layout: tuple[int, ...]):
@@ -179,7 +198,13 @@ def _sampler(args, layout: tuple[int, ...]):
     `step_layout`) is a UsageError."""
     import functools
 
-    from visgen.sampling import DEFAULT_WINDOW, METHODS, check_sjd_args, default_init
+    from visgen.sampling import (
+        DEFAULT_COUPLING,
+        DEFAULT_WINDOW,
+        METHODS,
+        check_sjd_args,
+        default_init,
+    )
 
     sampler = METHODS[args.method][0]
     if args.method == "ar":
@@ -187,6 +212,7 @@ def _sampler(args, layout: tuple[int, ...]):
     settings = {
         "window": DEFAULT_WINDOW if args.sjd_window is None else args.sjd_window,
         "init": args.sjd_init or default_init(layout),
+        "coupling": args.sjd_coupling or DEFAULT_COUPLING,
     }
     try:
         check_sjd_args(layout, **settings)
@@ -206,11 +232,18 @@ def _pass_stats(totals: dict, batches: int, batch: int, num_steps: int, sjd: boo
         "step_compression": batches * num_steps / totals["forward_passes"],
     }
     if sjd:
+        from visgen.sampling import acceptance_rates
+
         accepted, verify = totals["accepted_drafts"], totals["verify_passes"]
+        counts = {
+            name: int(c) if np.ndim(c) == 0 else [int(x) for x in c]
+            for name, c in totals["acceptance"].items()
+        }
         stats.update(
             accepted_drafts=int(accepted),
             accepted_per_pass=accepted / max(verify, 1),
             row_step_compression=batches * batch * num_steps / (batches * batch + verify),
+            acceptance={**acceptance_rates(counts), "counts": counts},
         )
     return stats
 
@@ -221,8 +254,9 @@ def run(argv=None) -> dict:
         raise UsageError(f"--num must be positive, got {args.num}")
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.method != "sjd" and (args.sjd_window is not None or args.sjd_init is not None):
-        raise UsageError("--sjd-window and --sjd-init apply only with --method sjd")
+    sjd_flags = (args.sjd_window, args.sjd_init, args.sjd_coupling)
+    if args.method != "sjd" and any(flag is not None for flag in sjd_flags):
+        raise UsageError("--sjd-window, --sjd-init and --sjd-coupling apply only with --method sjd")
     if args.sjd_window is not None and args.sjd_window < 1:
         raise UsageError(f"the SJD window must be >= 1, got {args.sjd_window}")
     from visgen.train.workdir import load_config
@@ -292,6 +326,10 @@ def run(argv=None) -> dict:
         images.append(np.asarray(to_uint8(decode(model, tokens))))
         for name in COUNTS:
             totals[name] = totals.get(name, 0) + stats.get(name, 0)
+        for name, c in stats.get("acceptance", {}).items():  # SJD's, summed like COUNTS
+            acceptance = totals.setdefault("acceptance", {})
+            acceptance[name] = np.add(acceptance.get(name, 0), c)
+        counts_head = "head_evaluations" in stats
     seconds = time.perf_counter() - t0
     images = np.concatenate(images)[: args.num]
 
@@ -307,6 +345,7 @@ def run(argv=None) -> dict:
     result = {
         "workdir": os.path.abspath(args.workdir),
         "step": int(step),
+        "tokenizer_step": int(task.frozen_tokenizer.step),
         "num": int(args.num),
         "seconds": seconds,
         "images_per_s": args.num / seconds,
@@ -321,6 +360,8 @@ def run(argv=None) -> dict:
         result["prompt"] = args.prompt
     if sjd:
         result["sjd"] = sjd
+    if counts_head:
+        result["head_evaluations"] = int(totals["head_evaluations"])
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
@@ -334,7 +375,8 @@ def main(argv=None) -> int:
         return 2
     sjd = (
         f", step compression {result['step_compression']:.2f} "
-        f"({result['accepted_per_pass']:.2f} drafts accepted per pass)"
+        f"({result['row_step_compression']:.2f} per sample alone; "
+        f"{result['accepted_per_pass']:.2f} drafts accepted per pass)"
         if "accepted_per_pass" in result
         else ""
     )

@@ -103,7 +103,10 @@ HEAD_VARIANTS = {
     "categorical": "configs/ar.py:tokenizer=vq2d,tiny",
     "token_shuffle": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2",
     "token_shuffle-causal": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal",
+    "diffusion": "configs/ar.py:tokenizer=vq2d,tiny,diffusion",
 }
+# The tokenizer a head's generator trains on, where the grid VQ tokenizer's ids do not fit.
+HEAD_TOKENIZERS = {"diffusion": "configs/vq2d.py:tiny,latent=vae"}
 
 
 def tiny_config(spec: str, data_dir: str, steps: int = 2, **top_level):

@@ -16,11 +16,12 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import HEAD_VARIANTS, TOKENIZER_CONFIGS
+from conftest import HEAD_TOKENIZERS, HEAD_VARIANTS, TOKENIZER_CONFIGS
 from flax import nnx
 
 from visgen.generators import HEADS
 from visgen.sampling import METHODS
+from visgen.sampling.options import offers
 from visgen.token_spec import TokenSpec
 from visgen.tokenizers import TOKENIZERS
 
@@ -68,13 +69,13 @@ def test_every_sampler_runs_or_refuses_every_head_through_the_cli(
     from launch import sample as sample_cli
     from visgen.tasks.restore import load_trained
 
-    tokenizer = trained_workdir(TOKENIZER_CONFIGS["vq2d"])
+    tokenizer = trained_workdir(HEAD_TOKENIZERS.get(case, TOKENIZER_CONFIGS["vq2d"]))
     workdir = trained_workdir(HEAD_VARIANTS[case], tokenizer_workdir=tokenizer)
     _, _, model, _ = load_trained(workdir)
     head = model.generator.head
     needs = METHODS[method][1]
     argv = ["--workdir", workdir, "--out", str(tmp_path), "--num", "3", "--method", method]
-    if needs is not None and needs not in head.capabilities(head.Options()):
+    if needs is not None and not offers(head, head.Options(), needs):
         with pytest.raises(sample_cli.UsageError, match=f"--method {method} needs"):
             sample_cli.run(argv)
         assert not os.listdir(tmp_path)

@@ -38,8 +38,12 @@ def generator_workdir(tmp_path_factory, shapes_dir, launcher_env, tokenizer_work
     first = run_launcher(gen_args(workdir, shapes_dir, tokenizer_workdir, 2), launcher_env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "frequency_baseline_cross_entropy" in first.stdout
-    # A longer run on the same workdir resumes from the step-2 checkpoint.
-    again = run_launcher(gen_args(workdir, shapes_dir, tokenizer_workdir, 4), launcher_env)
+    # A longer run on the same workdir: a longer schedule changes the run, so it is refused
+    # unless asked for; then it resumes from the step-2 checkpoint.
+    longer = gen_args(workdir, shapes_dir, tokenizer_workdir, 4)
+    refused = run_launcher(longer, launcher_env)
+    assert refused.returncode == 2 and "train.steps: 2 -> 4" in refused.stderr
+    again = run_launcher([*longer, "--allow_config_change"], launcher_env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from checkpoint at step 2" in again.stdout
     return workdir

@@ -1,7 +1,8 @@
 """Every registered head trains and samples; head options and the samplers' capability check.
 
-Tiny models (width 32, one layer, 64 codes on a 4 x 4 grid) with numpy random
-weights from `test_ar_generator._build`.
+Tiny models (width 32, one layer, 64 codes on a 4 x 4 grid; 4-channel latents
+for a head of continuous tokens, `HEAD_SPECS`) with numpy random weights from
+`test_ar_generator._build`.
 """
 
 import jax
@@ -17,10 +18,12 @@ from visgen.generators import (
     HEADS,
     CategoricalHead,
     CategoricalOptions,
+    CountsEvaluations,
     WindowHead,
     WindowOptions,
     head_options_type,
 )
+from visgen.generators.base import CAUSAL_PROBS
 from visgen.sampling import (
     METHODS,
     SampleOptions,
@@ -29,13 +32,20 @@ from visgen.sampling import (
     sample,
     sample_options,
 )
+from visgen.token_spec import TokenSpec
 
 # Each registered head's `generator.head` arguments (one case per entry). A new head
 # registered in `HEADS` fails `test_every_head_trains_one_step_and_samples` until it has one.
 HEAD_ARGS: dict[str, list[dict]] = {
     "categorical": [{}],
     "token_shuffle": [{"window": 2}, {"window": 2, "causal": True}],
+    "diffusion": [
+        {"depth": 1, "mlp_width": 16},
+        {"depth": 1, "mlp_width": 16, "learn_sigma": False},
+    ],
 }
+# Heads of another token kind than the 64 discrete codes, and the spec they train on.
+HEAD_SPECS: dict[str, TokenSpec] = {"diffusion": TokenSpec.continuous((4, 4), 4)}
 HEAD_CASES = [(name, args) for name in HEADS.names() for args in HEAD_ARGS.get(name, [None])]
 
 
@@ -48,10 +58,16 @@ def _case_id(case) -> str:
 def test_every_head_trains_one_step_and_samples(case):
     name, args = case
     assert args is not None, f"give the head {name!r} its arguments in HEAD_ARGS"
-    model = _build(layout=(4, 4), depth=1, head={"name": name, **args})
+    spec = HEAD_SPECS.get(name)
+    kind = {} if spec is None else {"spec": spec}
+    model = _build(layout=(4, 4), depth=1, head={"name": name, **args}, **kind)
     assert model.head_name == name
     assert model.num_steps * model.tokens_per_step == model.num_tokens == 16
-    tokens, labels = _tokens(model, 4), _cond(model, 4)
+    labels = _cond(model, 4)
+    if spec is None:
+        tokens = _tokens(model, 4)
+    else:
+        tokens = jax.random.normal(jax.random.key(2), (4, 16, spec.channels))
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
     @nnx.jit
@@ -77,9 +93,17 @@ def test_every_head_trains_one_step_and_samples(case):
     ids, stats = sample(
         model, labels[:3], jax.random.key(1, impl="unsafe_rbg"), SampleOptions(cfg_scale=2.0)
     )
-    assert ids.shape == (3, 16) and ids.dtype == jnp.int32
-    assert int(ids.min()) >= 0 and int(ids.max()) < model.spec.vocab_size
-    assert stats == {"forward_passes": model.num_steps, "tokens_generated": 3 * 16}
+    expected = {"forward_passes": model.num_steps, "tokens_generated": 3 * 16}
+    if spec is None:
+        assert ids.shape == (3, 16) and ids.dtype == jnp.int32
+        assert int(ids.min()) >= 0 and int(ids.max()) < model.spec.vocab_size
+    else:
+        assert ids.shape == (3, 16, spec.channels) and ids.dtype == jnp.float32
+        assert np.all(np.isfinite(np.asarray(ids)))
+    if isinstance(model.head, CountsEvaluations):
+        options = model.head.Options()
+        expected["head_evaluations"] = model.head.evaluations(options, model.num_steps)
+    assert stats == expected
 
 
 def test_sample_options_send_each_key_to_its_place():
@@ -131,7 +155,7 @@ def test_require_refuses_heads_without_exact_probabilities():
     heads = _heads()
     assert isinstance(heads["categorical"], CategoricalHead)
     assert isinstance(heads["independent"], WindowHead) and not heads["independent"].causal
-    assert METHODS["sjd"][1] == EXACT_PROBS and METHODS["ar"][1] is None
+    assert METHODS["sjd"][1] == (EXACT_PROBS, CAUSAL_PROBS) and METHODS["ar"][1] is None
     assert issubclass(UnsupportedHead, ValueError)
     # Accepted: categorical (defaults or its own options) and independent window draws.
     for options in (SampleOptions(), SampleOptions(head=CategoricalOptions(top_k=3))):

@@ -31,7 +31,6 @@ from visgen.generators import (
 )
 from visgen.sampling import (
     SampleOptions,
-    UnsupportedHead,
     guidance_scale,
     sample,
     sample_no_cache,
@@ -309,12 +308,9 @@ def test_causal_window_sampling_draws_each_token_after_the_earlier_ones():
     key = jax.random.key(1, impl="unsafe_rbg")
     cached, _ = sample(model, labels, key, options)
     np.testing.assert_array_equal(sample_no_cache(model, labels, key, options)[0], cached)
-    # SJD refuses: a causal window's tokens have no exact per-token probabilities up front.
-    with pytest.raises(
-        UnsupportedHead,
-        match=r"SJD needs exact per-token probabilities .*a causal 2 x 2 window head",
-    ):
-        sample_sjd(model, labels, key, options, window=2)
+    # SJD with one token per pass (no drafts) draws a causal window as plain AR does
+    # (its losslessness with drafts is tested in test_sjd_coupled.py).
+    np.testing.assert_array_equal(sample_sjd(model, labels, key, options, window=1)[0], cached)
 
 
 # --- config, launcher and CLI -------------------------------------------------------------

@@ -10,13 +10,14 @@ keyword arguments, listing the valid names on a miss.
 from flax import nnx
 
 # Importing a head module registers it in `HEADS`.
-from visgen.generators import categorical, window_head  # noqa: F401
+from visgen.generators import categorical, diffusion_head, window_head  # noqa: F401
 from visgen.generators.ar import SIZES as AR_SIZES
 from visgen.generators.ar import ARGenerator
 from visgen.generators.base import (
     CAPABILITIES,
     EXACT_PROBS,
     HEADS,
+    CountsEvaluations,
     DrawContext,
     Head,
     StepEmbedding,
@@ -24,6 +25,7 @@ from visgen.generators.base import (
     head_options_type,
 )
 from visgen.generators.categorical import CategoricalHead, CategoricalOptions
+from visgen.generators.diffusion_head import DiffusionHead, DiffusionOptions
 from visgen.generators.token_shuffle import fused_layout, shuffle, unshuffle
 from visgen.generators.trunk import Cache
 from visgen.generators.window_head import WindowHead, WindowOptions
@@ -48,6 +50,9 @@ __all__ = [
     "Cache",
     "CategoricalHead",
     "CategoricalOptions",
+    "CountsEvaluations",
+    "DiffusionHead",
+    "DiffusionOptions",
     "DrawContext",
     "Head",
     "StepEmbedding",

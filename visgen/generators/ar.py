@@ -8,7 +8,7 @@ made token-agnostic:
   dropped to the null condition with probability `cond_dropout` per example
   in training (classifier-free guidance);
 - `token_embed`: one token -> `[D]`, chosen by the tokenizer's `TokenSpec`
-  kind (ids: `TokenIdEmbedding`);
+  kind (ids: `TokenIdEmbedding`; latents: a linear layer);
 - `trunk_input` and `head`: the token interface registered under
   `head["name"]` (`visgen.generators.base.HEADS`): the step embedding
   (`trunk_input`, what the trunk reads) groups tokens into steps (one token
@@ -52,9 +52,14 @@ CATEGORICAL = {"name": "categorical"}
 
 
 def token_embedding(spec: TokenSpec, width: int, rngs: nnx.Rngs) -> nnx.Module:
-    """The per-token input embedding for a spec's kind (discrete ids today)."""
+    """The per-token input embedding for a spec's kind: ids `[...]`, or latents `[..., C]`
+    through a linear layer (MAR's `z_proj`, Xavier-uniform) -> `[..., D]` float32."""
     if spec.kind == "discrete":
         return TokenIdEmbedding(spec.vocab_size, width, rngs=rngs)
+    if spec.kind == "continuous":
+        return nnx.Linear(
+            spec.channels, width, kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs
+        )
     raise ValueError(f"no input embedding for {spec.kind} tokens yet")
 
 

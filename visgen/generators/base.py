@@ -14,7 +14,7 @@ Shapes: `N` tokens per example in the tokenizer's raster order, `M` steps of
 for discrete heads (other heads may add trailing axes, e.g. latents `[g, C]`).
 
 Sampling talks to a head only through `draw(hidden, rng, context)`; a
-sampler that needs more (speculative decoding needs exact per-token
+sampler that needs more (speculative decoding needs per-token
 probabilities) asks `head.capabilities(options)` through
 `visgen.sampling.require`, the one place that refuses a head.
 """
@@ -30,10 +30,15 @@ from visgen.token_spec import TokenSpec
 
 # Capabilities a head may declare (`Head.capabilities`), with the phrase a refusal uses.
 EXACT_PROBS = "exact_probs"
+CAUSAL_PROBS = "causal_probs"
 CAPABILITIES: dict[str, str] = {
     EXACT_PROBS: (
         "exact per-token probabilities (`head.logits`), each token of a step drawn on its "
         "own from them"
+    ),
+    CAUSAL_PROBS: (
+        "per-token probabilities conditional on the step's earlier tokens "
+        "(`head.logits(hidden, steps)`), a step's tokens drawn from them in order"
     ),
 }
 
@@ -48,12 +53,17 @@ class DrawContext:
       guided: whether the hidden rows are doubled for classifier-free guidance:
         rows `[0, B)` conditional, rows `[B, 2B)` the null condition (static).
       scale: the guidance scale at this step (a traced float32 scalar).
+      step: the loop's step index, 0-based (may be traced): a head whose draw
+        changes along the sample (DiSA's step counts) reads it.
+      num_steps: the steps `M` of a whole sample (static).
     """
 
     temperature: float
     options: Any
     guided: bool
     scale: jax.Array | float = 1.0
+    step: jax.Array | int = 0
+    num_steps: int = 1
 
 
 def guide(cond: jax.Array, uncond: jax.Array, scale: jax.Array | float) -> jax.Array:
@@ -122,6 +132,17 @@ class Head(Protocol):
 
     def draw(self, hidden: jax.Array, rng: jax.Array, context: DrawContext) -> jax.Array:
         """One step's tokens: hidden `[R, D]` (`R = 2B` when guided) -> `[B, g, ...]`."""
+        ...
+
+
+@runtime_checkable
+class CountsEvaluations(Protocol):
+    """Optional, for a head that runs a network of its own several times per step (a
+    diffusion head): samplers report `head_evaluations` in their stats from it."""
+
+    def evaluations(self, options: Any, num_steps: int) -> int:
+        """The head network's evaluations to draw all `num_steps` steps of one batch
+        (each over the whole batch, a guided batch's doubled rows included)."""
         ...
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from visgen.generators.base import EXACT_PROBS, HEADS, DrawContext, guided_rows
+from visgen.generators.base import CAUSAL_PROBS, EXACT_PROBS, HEADS, DrawContext, guided_rows
 from visgen.generators.categorical import (
     CategoricalOptions,
     Classifier,
@@ -91,7 +91,9 @@ class WindowHead(nnx.Module):
         )
 
     def capabilities(self, options: WindowOptions) -> frozenset[str]:
-        return frozenset() if self.causal or options.coupled else frozenset({EXACT_PROBS})
+        if self.causal:  # draws in order, whatever `coupled` says
+            return frozenset({CAUSAL_PROBS})
+        return frozenset() if options.coupled else frozenset({EXACT_PROBS})
 
     def describe(self, options: WindowOptions) -> str:
         s = self.window

@@ -31,7 +31,9 @@ the longest prefix, not the current one.
 
 `stats` reports `forward_passes` (one per step, so `M`; the prefill counts
 as one; a doubled CFG batch is still one pass) and `tokens_generated`
-(`B * N`).
+(`B * N`), and for a head that counts its own network's evaluations
+(`visgen.generators.CountsEvaluations`: a diffusion head's denoising steps)
+`head_evaluations`, counted like forward passes (once per batch).
 """
 
 from typing import Any
@@ -40,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from visgen.generators import Cache, DrawContext
+from visgen.generators import Cache, CountsEvaluations, DrawContext
 from visgen.sampling.guidance import guidance_scale
 from visgen.sampling.options import SampleOptions
 from visgen.sampling.weight_layout import loop_model
@@ -81,7 +83,9 @@ def _decode_loop(
         scale = guidance_scale(
             options.cfg_schedule, options.cfg_scale, step, steps, options.cfg_interval
         )
-        context = DrawContext(options.temperature, head_options, options.guided, scale)
+        context = DrawContext(
+            options.temperature, head_options, options.guided, scale, step=step, num_steps=steps
+        )
         return head.draw(hidden, jax.random.fold_in(rng, step), context)
 
     def rows(tokens: jax.Array) -> jax.Array:
@@ -178,8 +182,12 @@ def _run(
         graphdef, state, jnp.asarray(cond), rng, options=options, use_cache=use_cache
     )
     b, n = tokens.shape[:2]
-    steps = (model if isinstance(model, nnx.Module) else nnx.merge(graphdef, state)).num_steps
-    return tokens, {"forward_passes": steps, "tokens_generated": b * n}
+    merged = model if isinstance(model, nnx.Module) else nnx.merge(graphdef, state)
+    stats = {"forward_passes": merged.num_steps, "tokens_generated": b * n}
+    if isinstance(merged.head, CountsEvaluations):
+        head_options = options.head_options(merged.head)
+        stats["head_evaluations"] = merged.head.evaluations(head_options, merged.num_steps)
+    return tokens, stats
 
 
 def sample(
@@ -200,7 +208,8 @@ def sample(
     Returns:
       tokens `[B, N, ...]` in raster order of the tokenizer's layout, and stats
       `{"forward_passes": M, "tokens_generated": B * N}` (`M` steps of
-      `g = N / M` tokens each: a Token-Shuffle window has `g = s^2`).
+      `g = N / M` tokens each: a Token-Shuffle window has `g = s^2`), plus
+      `head_evaluations` for a head that counts them (`CountsEvaluations`).
     """
     return _run(model, cond, rng, options, use_cache=True)
 

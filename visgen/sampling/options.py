@@ -8,7 +8,8 @@ mapping (a config's `sample` section plus command-line flags), sending each
 key to the shared options or the head's and naming the valid keys on a miss.
 
 `require` is the one place a sampler refuses a head that lacks a capability
-it needs (`visgen.generators.CAPABILITIES`), with one message.
+it needs (`visgen.generators.CAPABILITIES`; a sampler may accept any of
+several), with one message.
 """
 
 import dataclasses
@@ -99,11 +100,19 @@ class UnsupportedHead(ValueError):
     """A sampler was asked to run a head without a capability it needs."""
 
 
-def require(head, options: SampleOptions, capability: str, method: str) -> None:
-    """Raise `UnsupportedHead` unless `head` offers `capability` under `options`."""
+def offers(head, head_options: Any, capability: str | tuple[str, ...]) -> bool:
+    """Whether `head` under its own options offers `capability`, or one of a tuple of them."""
+    names = (capability,) if isinstance(capability, str) else capability
+    return not head.capabilities(head_options).isdisjoint(names)
+
+
+def require(head, options: SampleOptions, capability: str | tuple[str, ...], method: str) -> None:
+    """Raise `UnsupportedHead` unless `head` offers `capability` under `options` (a
+    tuple: any one of them will do)."""
     head_options = options.head_options(head)
-    if capability not in head.capabilities(head_options):
+    if not offers(head, head_options, capability):
+        names = (capability,) if isinstance(capability, str) else capability
         raise UnsupportedHead(
-            f"{method} needs {CAPABILITIES[capability]}; this generator's head is "
-            f"{head.describe(head_options)}, which does not give them"
+            f"{method} needs {' or '.join(CAPABILITIES[c] for c in names)}; this "
+            f"generator's head is {head.describe(head_options)}, which does not give them"
         )

@@ -11,8 +11,13 @@ from visgen.registry import Registry
 TASKS: Registry = Registry("task")
 
 
-def make_task(config):
-    """The task named by `config.task`, built from the config's typed sections."""
+def task_class(name: str) -> type:
+    """The task class registered as `name` (a useful miss lists the valid names)."""
     from visgen.tasks import generator, tokenizer  # noqa: F401  (registers the tasks)
 
-    return TASKS.get(config.task).from_config(config)
+    return TASKS.get(name)
+
+
+def make_task(config):
+    """The task named by `config.task`, built from the config's typed sections."""
+    return task_class(config.task).from_config(config)

@@ -76,7 +76,11 @@ class GeneratorTask:
       generator: keyword arguments of `make_generator` (`name` and `head`
         included); `spec` comes from the tokenizer, and with a text encoder
         `text_dim` and `cls_token_num` come from it.
-      tokenizer_workdir: a trained tokenizer's workdir (its latest checkpoint).
+      tokenizer_workdir: a trained tokenizer's workdir.
+      tokenizer_step: its checkpoint to use; -1: the latest (resolved and recorded
+        in the generator's workdir on first training, see `pins`).
+      tokenizer_fingerprint: the SHA-256 of that checkpoint's weights the generator was
+        trained on; a tokenizer whose weights differ is refused. Empty: not pinned yet.
       sample: decoding options for previews (and the sampling CLI's defaults).
       preview_per_class: samples per class (per caption for text) in the preview grid.
       dtype: compute dtype of the generator.
@@ -91,13 +95,32 @@ class GeneratorTask:
         preview_per_class: int,
         dtype: str,
         text_encoder: TextEncoder | None = None,
+        tokenizer_step: int = -1,
+        tokenizer_fingerprint: str = "",
     ):
         if not tokenizer_workdir:
             raise ValueError(
                 "config.tokenizer_workdir is empty: a generator trains on the tokens of a "
                 "trained tokenizer (--config.tokenizer_workdir=DIR)"
             )
-        self.frozen_tokenizer = load_frozen(tokenizer_workdir)
+        try:
+            self.frozen_tokenizer = load_frozen(
+                tokenizer_workdir, step=None if tokenizer_step < 0 else tokenizer_step
+            )
+        except FileNotFoundError as e:
+            if tokenizer_step < 0:
+                raise
+            raise FileNotFoundError(
+                f"the tokenizer checkpoint this generator is pinned to ({tokenizer_workdir} step "
+                f"{tokenizer_step}) is gone: {e}"
+            ) from None
+        found = self.frozen_tokenizer.fingerprint
+        if tokenizer_fingerprint and found != tokenizer_fingerprint:
+            raise ValueError(
+                f"the tokenizer in {tokenizer_workdir} at step {self.frozen_tokenizer.step} is "
+                f"not the one this generator was trained on: its weights' fingerprint is "
+                f"{found[:12]}, the generator's config pins {tokenizer_fingerprint[:12]}"
+            )
         # The head checks that it can model these tokens when the generator is built.
         self.spec = self.frozen_tokenizer.build().tokenizer.spec
         self.generator_args = dict(generator)
@@ -118,7 +141,17 @@ class GeneratorTask:
             preview_per_class=config.preview_per_class,
             dtype=config.dtype,
             text_encoder=config_text_encoder(config),
+            tokenizer_step=config.tokenizer_step,
+            tokenizer_fingerprint=config.tokenizer_fingerprint,
         )
+
+    # The tokenizer checkpoint a generator trains on, resolved on first training.
+    UNPINNED: dict[str, Any] = {"tokenizer_step": -1, "tokenizer_fingerprint": ""}
+
+    def pins(self) -> dict[str, Any]:
+        """The tokenizer's checkpoint step and weights fingerprint."""
+        frozen = self.frozen_tokenizer
+        return {"tokenizer_step": int(frozen.step), "tokenizer_fingerprint": frozen.fingerprint}
 
     def tokenizer_record(self) -> TokenizerRecord:
         """The frozen tokenizer's identity and token spec, as token caches record them."""
@@ -192,9 +225,14 @@ class GeneratorTask:
         return GeneratorModel(generator, self.frozen_tokenizer.build().tokenizer)
 
     def _tokens(self, model: GeneratorModel, images: jax.Array) -> jax.Array:
-        """Images -> tokens `[B, N]` (raster order of the tokenizer's layout)."""
-        tokens = model.tokenizer.encode(images).tokens
-        return jax.lax.stop_gradient(tokens.reshape(tokens.shape[0], -1))
+        """Images -> ids `[B, N]`, or for a continuous spec latents `[B, N, C]` (the
+        posterior mean), in raster order of the tokenizer's layout."""
+        encoded = model.tokenizer.encode(images)
+        if self.spec.kind == "continuous":
+            tokens = encoded.latents.reshape(images.shape[0], -1, self.spec.channels)
+        else:
+            tokens = encoded.tokens.reshape(images.shape[0], -1)
+        return jax.lax.stop_gradient(tokens)
 
     def loss(self, model: GeneratorModel, batch: Batch, rng: jax.Array, step: jax.Array):
         if "tokens" in batch:  # from a token cache

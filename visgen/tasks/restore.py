@@ -42,9 +42,15 @@ def load_trained(
     build = lambda: task.build(nnx.Rngs(0))
     ckpt = Checkpointer(workdir, async_save=False)
     try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
+        steps = ckpt.manager.all_steps()
+        if step is None and not steps:
             raise FileNotFoundError(f"{workdir} has no checkpoint yet ({ckpt.directory} is empty)")
+        if step is not None and step not in steps:
+            raise FileNotFoundError(
+                f"{workdir} has no checkpoint at step {step} (it has steps "
+                f"{', '.join(map(str, sorted(steps))) or 'none'})"
+            )
+        step = max(steps) if step is None else step
         graphdef, params, frozen, rest = split_model(nnx.eval_shape(build))
         restored = ckpt.restore_fields({"ema_params": params, "rest": rest}, step)
     finally:

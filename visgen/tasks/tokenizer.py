@@ -146,6 +146,11 @@ class TokenizerTask:
             text_encoder=config_text_encoder(config),
         )
 
+    UNPINNED: dict[str, Any] = {}
+
+    def pins(self) -> dict[str, Any]:
+        return {}
+
     def prepare_data(self, data_cfg) -> None:
         if data_cfg.token_cache:
             raise ValueError(

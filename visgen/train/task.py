@@ -17,6 +17,18 @@ Metrics = dict[str, jax.Array]
 
 
 class Task(Protocol):
+    """Attributes:
+    UNPINNED: config keys the task resolves on first training (the exact checkpoint of
+      a frozen dependency) and the values that mean "not resolved yet"; `pins()`
+      gives their resolved values, which `visgen.tasks.run` records in the workdir.
+    """
+
+    UNPINNED: dict[str, Any]
+
+    def pins(self) -> dict[str, Any]:
+        """The resolved values of the `UNPINNED` keys, for the workdir's config."""
+        ...
+
     def prepare_data(self, data_cfg: Any) -> None:
         """Called once before the train iterator is made: build or check derived data
         (a generator's token cache), or reject settings the task cannot train with."""
