@@ -90,7 +90,8 @@ def test_sample_cli_sjd_reports_compression(generator_workdir, tmp_path, capsys)
     assert "step compression" in capsys.readouterr().out
     stats = json.loads((out / "stats.json").read_text())
     # TiTok's 1D layout gets its default init; one batch of 32 tokens.
-    assert stats["method"] == "sjd" and stats["sjd"] == {"window": 4, "init": "repeat_prev"}
+    assert stats["method"] == "sjd"
+    assert stats["sjd"] == {"window": 4, "init": "repeat_prev", "coupling": "maximal"}
     assert stats["forward_passes"] <= 32
     assert stats["step_compression"] == pytest.approx(32 / stats["forward_passes"])
     assert 0 <= stats["accepted_per_pass"] <= 3 and stats["row_step_compression"] >= 1
