@@ -45,7 +45,6 @@ and an SJD call back to back, so both see the same load): `AR ms`, `SJD ms`
 """
 
 import argparse
-import dataclasses
 import functools
 import json
 import os
@@ -64,7 +63,7 @@ from visgen.sampling import (
     SampleOptions,
     check_sjd_args,
     default_init,
-    offers,
+    fit_to,
     require,
     sample,
     sample_sjd,
@@ -118,16 +117,8 @@ def sjd_options(config, head, **overrides) -> SampleOptions:
     from visgen.tasks.generator import config_sample_options
 
     options = config_sample_options(config, **overrides)
-    if not offers(head, options.head_options(head), NEEDS):
-        given = {k for k, v in overrides.items() if v is not None}
-        defaults = head.Options()
-        for field in dataclasses.fields(defaults):
-            if field.name in given:
-                continue
-            trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
-            if offers(head, trial, NEEDS):
-                options = dataclasses.replace(options, head=trial)
-                break
+    given = {k for k, v in overrides.items() if v is not None}
+    options = fit_to(options, head, NEEDS, given)
     require(head, options, NEEDS, "SJD")
     return options
 

@@ -166,27 +166,6 @@ def _options(args, config):
         raise UsageError(str(e)) from None
 
 
-def _fit_to_method(options, head, capability: str | None, args):
-    """Resets config defaults of the head's options that deny `capability` to the head's own
-    defaults, one option at a time; options given as flags are never changed (the sampler's
-    capability check then refuses them)."""
-    import dataclasses
-
-    from visgen.sampling import offers
-
-    if capability is None or offers(head, options.head_options(head), capability):
-        return options
-    explicit = {option for flag, option in OPTION_FLAGS.items() if getattr(args, flag) is not None}
-    defaults = head.Options()
-    for field in dataclasses.fields(defaults):
-        if field.name in explicit:
-            continue
-        trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
-        if offers(head, trial, capability):
-            return dataclasses.replace(options, head=trial)
-    return options
-
-
 # Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD;
 # `head_evaluations` only from a head that counts them).
 COUNTS = ("forward_passes", "accepted_drafts", "verify_passes", "head_evaluations")
@@ -290,7 +269,7 @@ def run(argv=None) -> dict:
 
     from visgen.data import to_uint8
     from visgen.runtime import enable_compilation_cache
-    from visgen.sampling import METHODS, UnsupportedHead, require
+    from visgen.sampling import METHODS, UnsupportedHead, fit_to, require
     from visgen.tasks.restore import load_trained
     from visgen.train.progress import progress_bar
     from visgen.train.writer import image_grid, save_png
@@ -303,7 +282,9 @@ def run(argv=None) -> dict:
 
     generator = model.generator
     capability = METHODS[args.method][1]
-    options = _fit_to_method(options, generator.head, capability, args)
+    # Config defaults the method cannot use fall back to the head's; flags never do.
+    given = {option for flag, option in OPTION_FLAGS.items() if getattr(args, flag) is not None}
+    options = fit_to(options, generator.head, capability, given)
     if capability is not None:
         try:
             require(generator.head, options, capability, f"--method {args.method}")

@@ -17,6 +17,7 @@ from visgen.sampling.guidance import SCHEDULES, guidance_scale
 from visgen.sampling.options import (
     SampleOptions,
     UnsupportedHead,
+    fit_to,
     offers,
     require,
     sample_options,
@@ -50,6 +51,7 @@ __all__ = [
     "default_init",
     "guidance_scale",
     "inits_for",
+    "fit_to",
     "offers",
     "require",
     "sample",

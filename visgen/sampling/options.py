@@ -106,6 +106,28 @@ def offers(head, head_options: Any, capability: str | tuple[str, ...]) -> bool:
     return not head.capabilities(head_options).isdisjoint(names)
 
 
+def fit_to(
+    options: SampleOptions, head, capability: str | tuple[str, ...] | None, fixed: set[str]
+) -> SampleOptions:
+    """`options` with head options that deny `capability` reset to the head's defaults, one
+    option at a time, leaving the `fixed` ones (given explicitly by the user) alone.
+
+    For config defaults a sampler cannot use (a Token-Shuffle config's coupled windows
+    under SJD); when no single reset helps, `options` come back as they are and `require`
+    refuses them.
+    """
+    if capability is None or offers(head, options.head_options(head), capability):
+        return options
+    defaults = head.Options()
+    for field in dataclasses.fields(defaults):
+        if field.name in fixed:
+            continue
+        trial = dataclasses.replace(options.head, **{field.name: getattr(defaults, field.name)})
+        if offers(head, trial, capability):
+            return dataclasses.replace(options, head=trial)
+    return options
+
+
 def require(head, options: SampleOptions, capability: str | tuple[str, ...], method: str) -> None:
     """Raise `UnsupportedHead` unless `head` offers `capability` under `options` (a
     tuple: any one of them will do)."""
