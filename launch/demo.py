@@ -1,22 +1,22 @@
 r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
 
-  python -m launch.demo --out outputs/demo [--tokenizer vq2d|titok] \
+  python -m launch.demo --out outputs/demo [--recipe NAME] \
       [--tokenizer-steps N] [--generator-steps N]
 
+A recipe (`launch/recipes.py`) names the tiny tokenizer and the generator
+trained on its tokens; the default, `vq2d`, is `make demo`'s. The stages:
+
 1. builds `shapes` (32 px) into `<out>/../data` if missing;
-2. trains the tiny tokenizer in `<out>/tokenizer`, evaluates its EMA weights
-   on the whole test split and writes `<out>/reconstructions.png` (originals
-   above reconstructions). The default is the 2D grid tokenizer
+2. trains the recipe's tiny tokenizer in `<out>/tokenizer`, evaluates its EMA
+   weights on the whole test split and writes `<out>/reconstructions.png`
+   (originals above reconstructions). `vq2d`'s is the 2D grid tokenizer
    (`configs/vq2d.py:tiny`, 16 x 16 tokens of 2 x 2 pixels, 128 codes, 1,500
-   steps), which keeps the whole demo under 10 minutes on a 2-core CPU; `--tokenizer titok`
-   trains the tiny TiTok instead (`configs/titok.py:tiny`, 32 tokens, 2,400
-   steps; a slower demo: docs/notes/2026-11-26-demo-tiny-titok.md);
-3. trains a tiny class-conditional AR generator on those tokens in
-   `<out>/generator` (`GENERATORS`: for vq2d
-   `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal`, Token-Shuffle 2 x 2
-   windows over the 16 x 16 grid with a causal window head, from a token
-   cache in `<out>/tokens`) and reports its test cross-entropy beside the
-   frequency-only baseline;
+   steps), which keeps the whole demo under 10 minutes on a 2-core CPU;
+3. trains the recipe's tiny class-conditional generator on those tokens in
+   `<out>/generator` (for `vq2d`: `configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal`,
+   Token-Shuffle 2 x 2 windows over the 16 x 16 grid with a causal window
+   head, from a token cache in `<out>/tokens`) and reports its test loss
+   beside a baseline (cross-entropy against the frequency-only one);
 4. samples one row per class with classifier-free guidance into
    `<out>/samples.png` with the generator config's options, then the same
    conditions with speculative Jacobi decoding (coupled drafts, the
@@ -24,14 +24,16 @@ r"""`make demo`: the end-to-end CPU pipeline on the embedded `shapes` dataset.
    in fewer forward passes; it prints the step compression it got, or why a
    generator's head cannot use SJD);
 5. evaluates under the `shapes` feature network (`evals/weights/shapes.npz`):
-   the FID of 500 guided samples against the test split, and the rFID and
-   pFID (RobusTok token perturbation at alpha 0.1, 0.2, 0.3) of the tokenizer.
+   the FID of 500 guided samples against the test split, and the rFID and,
+   for discrete tokens, pFID (RobusTok token perturbation at alpha 0.1, 0.2,
+   0.3) of the tokenizer.
 
 Every stage resumes if interrupted and a finished one is reused. All
 numbers go to `<out>/metrics.json`.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,14 +41,9 @@ import time
 
 from absl import logging
 
-# The tiny tokenizers `--tokenizer` chooses from, and the generator trained on each:
-# vq2d's 16 x 16 tokens go through Token-Shuffle's 2 x 2 windows (64 positions).
-TOKENIZERS = {"titok": "configs/titok.py:tiny", "vq2d": "configs/vq2d.py:tiny"}
-GENERATORS = {
-    "titok": "configs/ar.py:tokenizer=titok,tiny",
-    "vq2d": "configs/ar.py:tokenizer=vq2d,tiny,shuffle=2,causal",
-}
-DEFAULT_TOKENIZER = "vq2d"
+from launch.recipes import DEFAULT_RECIPE, RECIPES, Recipe
+
+RECIPE_FILE = "recipe.json"  # in <out>: which recipe the run is, so a resume cannot mix two
 
 
 def _train(
@@ -90,14 +87,60 @@ def _final_eval(workdir: str, png_path: str, task: str) -> dict:
         return json.load(f)
 
 
-def _earlier_tokenizer(workdir: str) -> str | None:
-    """The tokenizer family an earlier demo run trained in `workdir`, if any."""
+def _earlier_recipe(out: str, recipe: Recipe) -> str | None:
+    """The recipe of an earlier demo run in `out` if it is not `recipe`, else None.
+
+    Runs from before recipes were recorded are told apart by their tokenizer family."""
+    from visgen.config import load_config_file
     from visgen.train.workdir import load_config
 
+    path = os.path.join(out, RECIPE_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        same = (earlier["tokenizer"], earlier["generator"]) == (recipe.tokenizer, recipe.generator)
+        return None if same else earlier["name"]
     try:
-        return load_config(workdir).tokenizer.name
+        name = load_config(os.path.join(out, "tokenizer")).tokenizer.name
     except FileNotFoundError:
         return None
+    if name == load_config_file(recipe.tokenizer).tokenizer.name:
+        return None
+    return next(
+        (r for r, x in RECIPES.items() if x.tokenizer.startswith(f"configs/{name}.py")), name
+    )
+
+
+def _sample_sjd(sample_cli, argv: list[str]) -> dict | None:
+    """Samples `argv`'s conditions with SJD and prints its step compression; None
+    (and why) when the generator's head cannot use SJD."""
+    try:
+        sjd = sample_cli.run([*argv, "--method", "sjd"])
+    except sample_cli.UsageError as e:
+        print(f"      (no SJD: {e})")
+        return None
+    steps = sjd["steps_per_sample"]
+    per_step = sjd["tokens_generated"] // sjd["num"] // steps  # tokens per AR step
+    settings = sjd["sjd"]
+    print(
+        f"      SJD ({settings['coupling']} coupling, window {settings['window']}) step "
+        f"compression {sjd['step_compression']:.2f}: "
+        f"{sjd['forward_passes']} forward passes for {steps} steps of {per_step} "
+        f"token(s) per sample (plain AR: one pass per step); "
+        f"{sjd['row_step_compression']:.2f} per sample alone"
+    )
+    return sjd
+
+
+def _print_generator_loss(gen: dict) -> None:
+    if "frequency_baseline_cross_entropy" in gen:
+        print(
+            f"      test cross-entropy {gen['cross_entropy']:.3f} nats/token; frequency-only "
+            f"baseline {gen['frequency_baseline_cross_entropy']:.3f}"
+        )
+    else:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in gen.items() if isinstance(v, float))
+        print(f"      test metrics: {shown}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fid-samples", type=int, default=500)
     parser.add_argument("--data-dir", default="", help="default: <out>/../data")
     parser.add_argument(
-        "--tokenizer",
-        choices=sorted(TOKENIZERS),
-        default=DEFAULT_TOKENIZER,
-        help="the tiny tokenizer the generator works on",
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="the tokenizer and generator to run (launch/recipes.py): "
+        + "; ".join(f"{k}: {r.summary}" for k, r in sorted(RECIPES.items())),
     )
     args = parser.parse_args(argv)
+    recipe = RECIPES[args.recipe]
 
     from launch import sample as sample_cli
     from visgen.data import ensure_built
@@ -136,47 +181,51 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data_dir or os.path.join(out, "..", "data"))
     tokenizer = os.path.join(out, "tokenizer")
-    earlier = _earlier_tokenizer(tokenizer)
-    if earlier not in (None, args.tokenizer):
+    earlier = _earlier_recipe(out, recipe)
+    if earlier is not None:
         print(
-            f"{out} holds a demo run with the {earlier} tokenizer; pass --tokenizer "
-            f"{earlier} to resume it, or another --out",
+            f"{out} holds a demo run of the recipe {earlier}; pass --recipe {earlier} "
+            "to resume it, or another --out",
             file=sys.stderr,
         )
         return 2
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, RECIPE_FILE), "w") as f:
+        json.dump(dict(name=args.recipe, **dataclasses.asdict(recipe)), f, indent=2)
     print(f"[1/5] dataset shapes/32 in {data_dir}")
     ensure_built("shapes", "", data_dir)
 
-    print(f"[2/5] training the tiny {args.tokenizer} tokenizer in {tokenizer}")
-    if not _train(TOKENIZERS[args.tokenizer], tokenizer, data_dir, args.tokenizer_steps):
+    print(
+        f"[2/5] training the {args.recipe} recipe's tokenizer ({recipe.tokenizer}) in {tokenizer}"
+    )
+    if not _train(recipe.tokenizer, tokenizer, data_dir, args.tokenizer_steps):
         return 1
     png = os.path.join(out, "reconstructions.png")
     metrics = {"tokenizer": _final_eval(tokenizer, png, "tokenizer")}
     tok = metrics["tokenizer"]
+    usage = (
+        f", codebook usage {100 * tok['codebook_usage']:.1f}%" if "codebook_usage" in tok else ""
+    )
     print(
         f"      test PSNR {tok['psnr']:.2f} dB (mean-colour baseline "
-        f"{tok['mean_colour_psnr']:.2f} dB), SSIM {tok['ssim']:.3f}, codebook usage "
-        f"{100 * tok['codebook_usage']:.1f}%"
+        f"{tok['mean_colour_psnr']:.2f} dB), SSIM {tok['ssim']:.3f}{usage}"
     )
 
     generator = os.path.join(out, "generator")
-    print(f"[3/5] training the tiny AR generator on its tokens in {generator}")
+    print(f"[3/5] training the generator ({recipe.generator}) on its tokens in {generator}")
     if not _train(
-        GENERATORS[args.tokenizer],
+        recipe.generator,
         generator,
         data_dir,
         args.generator_steps,
         # The tokenizer's train-split tokens, computed once (seconds) instead of every step.
-        token_cache=os.path.join(out, "tokens"),
+        token_cache=os.path.join(out, "tokens") if recipe.token_cache else "",
         tokenizer_workdir=tokenizer,
     ):
         return 1
     gen = _final_eval(generator, os.path.join(generator, "eval", "preview.png"), "generator")
     metrics["generator"] = gen
-    print(
-        f"      test cross-entropy {gen['cross_entropy']:.3f} nats/token; frequency-only "
-        f"baseline {gen['frequency_baseline_cross_entropy']:.3f}"
-    )
+    _print_generator_loss(gen)
 
     print("[4/5] sampling one row per class with guidance")
     samples = os.path.join(out, "samples")
@@ -184,27 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     classes = generator_config.num_classes
     batch = str(classes * args.samples_per_class)
     argv = ["--workdir", generator, "--out", samples, "--num", batch, "--batch-size", batch]
+    argv += recipe.sample_args
     # The grid with the config's options; then SJD on the same conditions, where it applies.
     if sample_cli.main(argv) != 0:
         return 1
     os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples.png"))
-    try:
-        sjd = sample_cli.run([*argv, "--method", "sjd"])
-    except sample_cli.UsageError as e:
-        print(f"      (no SJD: {e})")
-    else:
+    if not recipe.sjd:
+        print(f"      (no SJD: the {args.recipe} recipe skips it)")
+    elif (sjd := _sample_sjd(sample_cli, argv)) is not None:
         os.replace(os.path.join(samples, "samples.png"), os.path.join(out, "samples_sjd.png"))
         metrics["sjd_sampling"] = sjd
-        steps = sjd["steps_per_sample"]
-        per_step = sjd["tokens_generated"] // sjd["num"] // steps  # tokens per AR step
-        settings = sjd["sjd"]
-        print(
-            f"      SJD ({settings['coupling']} coupling, window {settings['window']}) step "
-            f"compression {sjd['step_compression']:.2f}: "
-            f"{sjd['forward_passes']} forward passes for {steps} steps of {per_step} "
-            f"token(s) per sample (plain AR: one pass per step); "
-            f"{sjd['row_step_compression']:.2f} per sample alone"
-        )
 
     print(f"[5/5] FID-family metrics under the shapes feature network ({args.fid_samples} samples)")
     argv[argv.index("--num") + 1] = str(args.fid_samples)
@@ -225,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         ref_split="test",
         data_dir=data_dir,
     )
-    metrics["pfid"] = workdir_fid(tokenizer, features, data_dir=data_dir, alphas=DEFAULT_ALPHAS)
+    alphas = DEFAULT_ALPHAS if recipe.pfid else ()
+    metrics["pfid"] = workdir_fid(tokenizer, features, data_dir=data_dir, alphas=alphas)
     for name, path in (("fid", gfid), ("pfid", pfid)):
         with open(path, "w") as f:
             f.write(json.dumps(metrics[name], indent=2) + "\n")
