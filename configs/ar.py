@@ -31,7 +31,7 @@ prompt):
       --prompt "a large red circle in the centre, on a black background" \
       --out outputs/ar_text/samples
 
-Variants (comma separated): `tiny`; `tokenizer=titok|vq2d` (which tokenizer
+Variants (comma separated): `tiny`; `tokenizer=titok|vq2d|flextok` (which tokenizer
 family the data settings follow; the weights come from
 `config.tokenizer_workdir`); `size=B|L|XL`; `data=<tfds name or folder>`;
 `classes=C` (number of classes; default from the dataset); `shuffle=S` (the
@@ -91,10 +91,11 @@ CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}
 # The diffusion head's denoiser at full size (MAR-B: 6 blocks of width 1024).
 MAR_B_HEAD = dict(depth=6, mlp_width=1024)
 # `diffusion`: latents are modelled as `scale * latent` (MAR: 0.2325 for its KL-16 VAE), one
-# factor per tokenizer config, 1 / (the std of its latents). Not yet measured on a fully
-# trained `configs/vq2d.py:tiny,latent=vae`: 1.0 until then. At full size, set
-# `generator.head.scale` for the tokenizer used.
-TINY_LATENT_SCALE = 1.0
+# factor per tokenizer config, 1 / (the std of its latents). `configs/vq2d.py:tiny,latent=vae`
+# trained 1,500 steps on `shapes`: test latents' std 0.647 (channels 0.086..1.159), measured
+# by `python -m bench.disa_claim latent-std --tokenizer WORKDIR` (docs/results.md, MAR/DiSA).
+# At full size, set `generator.head.scale` for the tokenizer used.
+TINY_LATENT_SCALE = 1.545
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -104,8 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError("the variants diffusion and shuffle=S exclude each other")
     if v["causal"] and v["shuffle"] < 2:
         raise ValueError("the variant causal orders a window's tokens: it needs shuffle=S > 1")
-    if v["tokenizer"] not in ("titok", "vq2d"):
-        raise ValueError(f"tokenizer must be titok or vq2d, got {v['tokenizer']!r}")
+    if v["tokenizer"] not in ("titok", "vq2d", "flextok"):
+        raise ValueError(f"tokenizer must be titok, vq2d or flextok, got {v['tokenizer']!r}")
     config = base_config("generator")
     config.tokenizer_workdir = ""
     # The tokenizer checkpoint and weights the generator trains on: resolved (latest step)

@@ -7,6 +7,8 @@ r"""FID, IS, rFID and pFID from the command line, each under a named feature net
       --inception-weights inception_fid.npz --ref REF.npz
   # reconstructions of a split through a tokenizer workdir: rFID, PSNR, SSIM
   python -m evals.fid rfid --workdir TOK --features shapes [--split test --max-examples N]
+  # a 1D tokenizer's (FlexTok's) first k tokens only
+  python -m evals.fid rfid --workdir TOK --features shapes --num-tokens 4
   # the RobusTok perturbed rFID (pFID) at several perturbation rates
   python -m evals.fid pfid --workdir TOK --features shapes --alphas 0.1,0.2,0.3 --delta 100
 
@@ -32,7 +34,8 @@ Modes (the computations are in `visgen.evaluation`):
   before decoding; alpha 0 is the rFID itself. Report alpha and delta with
   every pFID.
 
-Errors in the inputs exit with status 2 and a one-line message.
+Errors in the inputs exit with status 2 and a one-line message (`visgen.cli`);
+`--debug` or `VISGEN_DEBUG=1` shows the traceback.
 """
 
 import argparse
@@ -40,6 +43,10 @@ import json
 import os
 import sys
 
+import jax
+
+from visgen.cli import user_errors
+from visgen.distributed import initialize, is_multiprocess_job
 from visgen.evaluation import (
     DEFAULT_ALPHAS,
     FEATURE_NAMES,
@@ -73,14 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--batch-size", type=int, default=64)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--out", default="", help="also write the JSON result here")
+    common.add_argument("--debug", action="store_true", help="full tracebacks for bad input")
 
     tok = argparse.ArgumentParser(add_help=False)
     tok.add_argument("--workdir", required=True, help="a tokenizer training workdir")
     tok.add_argument("--split", default="", help="default: the config's eval split")
     tok.add_argument("--max-examples", type=int, default=0, help="0 = the whole split")
     tok.add_argument("--data-dir", default="", help="override the config's TFDS data dir")
+    tok.add_argument(
+        "--num-tokens", type=int, default=0, help="decode this prefix of 1D tokens (0 = all)"
+    )
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    # `--help` shows the whole module docstring: the command lines, then the options.
+    title, rest = __doc__.split("\n\n", 1)
+    parser = argparse.ArgumentParser(
+        description=title.strip(),
+        epilog=rest,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     modes = parser.add_subparsers(dest="mode", required=True)
     g = modes.add_parser("gfid", parents=[common], help="samples against a reference")
     g.add_argument("--samples", required=True, help=".npz of uint8 images [N, H, W, 3]")
@@ -98,6 +115,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--delta", type=int, default=100, help="nearest codes to draw from")
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuses bad numbers and an `--out` that is a directory, before any work."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for flag in ("max_examples", "ref_max_examples", "ref_image_size", "num_tokens"):
+        if getattr(args, flag, 0) < 0:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} must be >= 0 (0 = all / the samples' size)")
+    if args.out and os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a directory: give a .json file path")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -136,18 +165,22 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed,
         batch_size=args.batch_size,
         max_examples=args.max_examples,
+        num_tokens=args.num_tokens or None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if is_multiprocess_job():
+        initialize()  # gfid splits each batch over the processes (visgen.evaluation.generation)
     try:
-        result = run(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with user_errors(sys.argv[1:] if argv is None else argv):
+            check_args(args)
+            result = run(args)
+    except SystemExit as e:
+        return e.code
     text = json.dumps(result, indent=2)
-    if args.out:
+    if args.out and jax.process_index() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(text + "\n")

@@ -269,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, "w") as f:
             f.write(json.dumps(metrics[name], indent=2) + "\n")
     rec = metrics["pfid"]
+    # Keyed by alpha with pFID's alphas; a plain fraction without them (`pfid=False` recipes).
+    recon_accuracy = rec["class_accuracy"]
+    if isinstance(recon_accuracy, dict):
+        recon_accuracy = recon_accuracy["0"]
     print(
         f"      samples: FID {metrics['fid']['fid']:.1f}, the requested class in "
         f"{100 * metrics['fid']['class_accuracy']:.0f}% of them (the classifier finds the "
         f"class of {100 * rec['class_accuracy_originals']:.0f}% of the test images and of "
-        f"{100 * rec['class_accuracy']['0']:.0f}% of their reconstructions); rFID "
+        f"{100 * recon_accuracy:.0f}% of their reconstructions); rFID "
         f"{rec['rfid']:.1f}"
     )
     per_class = zip(SHAPE_KINDS, metrics["fid"]["class_accuracy_per_class"], strict=True)

@@ -4,7 +4,7 @@ r"""Sample images from a trained generator workdir.
       [--cfg 4 --cfg-schedule linear --top-k 0 --top-p 1 --temperature 1 --seed 0] \
       [--coupled-windows | --no-coupled-windows] [--diffusion-steps 100 | --disa linear:50:5] \
       [--method ar | --method sjd --sjd-window 16 --sjd-init repeat_horizontal \
-       --sjd-coupling maximal] \
+       --sjd-coupling maximal | --method mar --num-iter 64] \
       [--batch-size 32] [--png] --out DIR
 
 Writes into `DIR`: `samples.png` (a grid; one row per class when classes
@@ -13,7 +13,11 @@ reads them, and `labels`, or for text the `prompt`), `stats.json` (seconds
 and images/s, both including the first batch's compilation; forward passes;
 tokens; the step compression: plain AR's forward passes, one per step (a
 token, or a Token-Shuffle window), over this run's) and, with `--png`, one
-PNG per sample. `--method sjd` samples with speculative Jacobi decoding
+PNG per sample. `--method mar` (a masked generator's sampler, `configs/mar.py`,
+and its default) reveals the tokens in a random order over `--num-iter`
+backbone passes (`visgen.sampling.mar`; `stats.json` adds `num_iter` and
+`denoiser_calls`, the head network's batched calls). `--method sjd` samples
+with speculative Jacobi decoding
 (`visgen.sampling.sjd`: the same distribution in fewer forward passes);
 `stats.json` then also reports the accepted drafts per pass, the step
 compression a sample alone gets (`row_step_compression`, batch 1), draft
@@ -39,7 +43,11 @@ text-conditional generator (`configs/ar.py:...,text`) takes `--prompt`
 instead: the caption is encoded by the text encoder its config names
 (`visgen.text`) and all `--num` samples show it. Every input is checked
 before anything is sampled or written, so a bad call leaves no partial
-output.
+output: the flags (finite `--cfg`, `--temperature`, `--top-p`; an `--out`
+that is not a file; the SJD flags) before the model loads, and what depends
+on the generator (classes, the SJD init for its layout) before sampling. A
+bad input is one `error:` line with exit status 2 (`visgen.cli`); `--debug`
+or `VISGEN_DEBUG=1` shows its traceback.
 """
 
 import argparse
@@ -51,14 +59,18 @@ import time
 
 import numpy as np
 
-from visgen.sampling.guidance import SCHEDULES
+from visgen.cli import UsageError, user_errors
 
-METHODS = ("ar", "sjd")  # the keys of `visgen.sampling.METHODS`
+METHODS = ("ar", "sjd", "mar")  # the keys of `visgen.sampling.METHODS`
 SJD_COUPLINGS = ("none", "maximal", "gumbel")  # `visgen.sampling.COUPLINGS`
 
 
-class UsageError(Exception):
-    """Bad input: printed as `error: ...` with exit status 2."""
+# Names spelled out here, not imported, so that checking the flags imports no JAX (a bad
+# flag is refused in a fraction of a second); tests/test_bad_inputs.py keeps them equal.
+SCHEDULES = ("constant", "linear", "half-linear")  # `visgen.sampling.guidance.SCHEDULES`
+# The draft initialisations of every layout (`visgen.sampling.sjd_drafts`: INITS_1D and
+# INITS_GRID); which ones a generator takes depends on its layout, checked once it is loaded.
+SJD_INITS = ("random", "repeat_prev", "repeat_horizontal", "repeat_vertical")
 
 
 def _parse(argv):
@@ -84,13 +96,38 @@ def _parse(argv):
     p.add_argument("--diffusion-steps", type=int, default=None, help="diffusion head: steps")
     p.add_argument("--disa", default=None, help="diffusion head: DiSA schedule, e.g. linear:50:5")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", choices=METHODS, default="ar", help="ar, or sjd (speculative)")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="ar, sjd (speculative) or mar (masked); default: the generator's (ar, or mar)",
+    )
+    p.add_argument("--num-iter", type=int, default=None, help="mar: backbone passes (64)")
     p.add_argument("--sjd-window", type=int, default=None, help="SJD tokens per pass (16)")
-    p.add_argument("--sjd-init", default=None, help="SJD draft init (default: the layout's)")
+    p.add_argument(
+        "--sjd-init", choices=SJD_INITS, default=None, help="SJD draft init (default: the layout's)"
+    )
     p.add_argument("--sjd-coupling", choices=SJD_COUPLINGS, default=None, help="SJD draft coupling")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--num-tokens",
+        type=int,
+        default=None,
+        help="decode only the first k tokens of a 1D tokenizer (FlexTok); default: all",
+    )
     p.add_argument("--png", action="store_true", help="also write one PNG per sample")
+    p.add_argument("--debug", action="store_true", help="full tracebacks for bad input")
     return p.parse_args(argv)
+
+
+def _check_out(out: str) -> None:
+    """Refuses an `--out` that is a file, or under one, before anything is sampled."""
+    path = os.path.abspath(out)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        what = "is a file" if path == os.path.abspath(out) else f"is under the file {path}"
+        raise UsageError(f"--out {out} {what}: give a directory (created if missing)")
 
 
 def _labels(args, num_classes: int) -> np.ndarray:
@@ -168,7 +205,13 @@ def _options(args, config):
 
 # Per-batch sampler stats that `stats.json` sums over batches (SJD's only for SJD;
 # `head_evaluations` only from a head that counts them).
-COUNTS = ("forward_passes", "accepted_drafts", "verify_passes", "head_evaluations")
+COUNTS = (
+    "forward_passes",
+    "accepted_drafts",
+    "verify_passes",
+    "head_evaluations",
+    "denoiser_calls",
+)
 
 
 def _sampler(args, layout: tuple[int, ...]):
@@ -188,6 +231,8 @@ def _sampler(args, layout: tuple[int, ...]):
     sampler = METHODS[args.method][0]
     if args.method == "ar":
         return sampler, {}
+    if args.method == "mar":
+        return functools.partial(sampler, num_iter=args.num_iter), {}
     settings = {
         "window": DEFAULT_WINDOW if args.sjd_window is None else args.sjd_window,
         "init": args.sjd_init or default_init(layout),
@@ -238,6 +283,13 @@ def run(argv=None) -> dict:
         raise UsageError("--sjd-window, --sjd-init and --sjd-coupling apply only with --method sjd")
     if args.sjd_window is not None and args.sjd_window < 1:
         raise UsageError(f"the SJD window must be >= 1, got {args.sjd_window}")
+    if args.num_iter is not None and args.method not in (None, "mar"):
+        raise UsageError("--num-iter applies only with --method mar")
+    for flag in ("cfg", "temperature", "top_p"):
+        value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
+    _check_out(args.out)
     from visgen.train.workdir import load_config
 
     try:
@@ -264,10 +316,15 @@ def run(argv=None) -> dict:
         conds = labels = _labels(args, num_classes)
     options = _options(args, config)
 
+    from visgen.distributed import initialize, is_multiprocess_job
+
+    if is_multiprocess_job():
+        initialize()  # the processes split the batches (`visgen.distributed.split`)
     import jax
     from flax import nnx
 
     from visgen.data import to_uint8
+    from visgen.distributed import gather_in_order, split
     from visgen.runtime import enable_compilation_cache
     from visgen.sampling import METHODS, UnsupportedHead, fit_to, require
     from visgen.tasks.restore import load_trained
@@ -281,6 +338,28 @@ def run(argv=None) -> dict:
         raise UsageError(str(e)) from None
 
     generator = model.generator
+    if args.num_tokens is not None and (
+        len(task.spec.layout) != 1 or not 1 <= args.num_tokens <= generator.num_tokens
+    ):
+        raise UsageError(
+            f"--num-tokens decodes a prefix of a 1D tokenizer's tokens: 1..{generator.num_tokens} "
+            f"for layout {tuple(task.spec.layout)}, got {args.num_tokens}"
+        )
+    own_method = getattr(generator, "method", "ar")
+    args.method = args.method or own_method
+    if own_method == "mar" and args.method != "mar":
+        raise UsageError(
+            f"--method {args.method} decodes causally; this generator is masked "
+            "(configs/mar.py): use --method mar"
+        )
+    if args.method == "mar":
+        from visgen.sampling import DEFAULT_NUM_ITER, reveal_counts
+
+        args.num_iter = DEFAULT_NUM_ITER if args.num_iter is None else args.num_iter
+        try:
+            reveal_counts(generator.num_tokens, args.num_iter)
+        except ValueError as e:
+            raise UsageError(f"--num-iter: {e}") from None
     capability = METHODS[args.method][1]
     # Config defaults the method cannot use fall back to the head's; flags never do.
     given = {option for flag, option in OPTION_FLAGS.items() if getattr(args, flag) is not None}
@@ -291,20 +370,28 @@ def run(argv=None) -> dict:
         except UnsupportedHead as e:
             raise UsageError(f"{e}: use --method ar") from None
     sampler, sjd = _sampler(args, generator.step_layout)
-    decode = nnx.jit(lambda m, t: task.decode(m, t))
+    # A causal generator's first k tokens are a k-step sample's: decoding the prefix of the
+    # full sample draws from the same distribution (the loop still runs every step).
+    decode = nnx.jit(lambda m, t: task.decode(m, t, num_tokens=args.num_tokens))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)
     # The last batch is padded (repeating conditions): one compile.
     padded = conds[np.arange(batches * batch) % len(conds)]
     images, totals, t0 = [], {}, time.perf_counter()
     key = jax.random.key(args.seed)
-    steps = range(batches)
-    if batches > 1:
-        steps = progress_bar(steps, total=batches, desc="sampling")
+    # This process's share of the batches (all of them in a one-process run); batch i's
+    # samples depend only on i, and every process gets every batch back in order.
+    steps = range(*split(batches))
+    per_batch = []
+    if len(steps) > 1:
+        steps = progress_bar(steps, total=len(steps), desc="sampling")
     for i in steps:
         cond = padded[i * batch : (i + 1) * batch]
         tokens, stats = sampler(model.generator, cond, jax.random.fold_in(key, i), options)
         images.append(np.asarray(to_uint8(decode(model, tokens))))
+        per_batch.append(jax.device_get(stats))
+    images = gather_in_order(images)
+    for stats in gather_in_order(per_batch):
         for name in COUNTS:
             totals[name] = totals.get(name, 0) + stats.get(name, 0)
         for name, c in stats.get("acceptance", {}).items():  # SJD's, summed like COUNTS
@@ -316,10 +403,12 @@ def run(argv=None) -> dict:
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
+    main_process = jax.process_index() == 0  # writes the job's files
     cond_arrays = {"prompt": np.str_(args.prompt)} if text else {"labels": labels}
-    np.savez(os.path.join(out, "samples.npz"), images=images, **cond_arrays)
-    save_png(os.path.join(out, "samples.png"), image_grid(_grid_rows(images, labels)), upscale=2)
-    if args.png:
+    if main_process:
+        np.savez(os.path.join(out, "samples.npz"), images=images, **cond_arrays)
+        save_png(os.path.join(out, "samples.png"), image_grid(_grid_rows(images, labels)), 2)
+    if args.png and main_process:
         for n, img in enumerate(images):
             name = f"sample_{n:05d}.png" if text else f"sample_{n:05d}_class{labels[n]}.png"
             save_png(os.path.join(out, name), img)
@@ -339,21 +428,27 @@ def run(argv=None) -> dict:
     }
     if text:
         result["prompt"] = args.prompt
+    if args.num_tokens is not None:
+        result["num_tokens"] = args.num_tokens
     if sjd:
         result["sjd"] = sjd
     if counts_head:
         result["head_evaluations"] = int(totals["head_evaluations"])
-    with open(os.path.join(out, "stats.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    if args.method == "mar":
+        result.update(num_iter=args.num_iter, denoiser_calls=int(totals["denoiser_calls"]))
+    if main_process:
+        with open(os.path.join(out, "stats.json"), "w") as f:
+            json.dump(result, f, indent=2)
     return result
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        result = run(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with user_errors(argv):  # one `error:` line (exit 2), or the traceback with --debug
+            result = run(argv)
+    except SystemExit as e:
+        return e.code
     sjd = (
         f", step compression {result['step_compression']:.2f} "
         f"({result['row_step_compression']:.2f} per sample alone; "

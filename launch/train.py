@@ -9,22 +9,32 @@ and pinned) before anything in the workdir is written; then the resolved
 config goes to `<workdir>/config.json`. A workdir with checkpoints resumes
 from the latest, with its stored pins; a config that would change the stored
 run is refused, listing the keys, unless `--allow_config_change`. SIGTERM /
-SIGINT save a checkpoint and exit.
+SIGINT save a checkpoint and exit. A user error is one `error:` line on
+stderr (`visgen.cli`); `--debug` or `VISGEN_DEBUG=1` shows its traceback.
 
 Exit codes: 0 done; 2 bad input (one line on stderr); 3 stopped on a
 non-finite loss (the last good checkpoint stays); 143 stopped by SIGTERM or
 SIGINT after saving a checkpoint (run the same command again to resume).
-Multi-process jobs (TPU pods, SLURM, `JAX_COORDINATOR_ADDRESS`) call
-`jax.distributed.initialize()` first (`--distributed=auto`).
+Multi-process jobs (TPU pods, SLURM, `JAX_COORDINATOR_ADDRESS`, or
+`VISGEN_COORDINATOR` / `VISGEN_NUM_PROCESSES` / `VISGEN_PROCESS_ID`) call
+`visgen.distributed.initialize()` first (`--distributed=auto`).
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].")
+from visgen.cli import (
+    DEBUG_FLAG,
+    EXIT_BAD_INPUT,
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    debug_requested,
+    one_line,
+    user_errors,
+)
+
+_CONFIG = flags.DEFINE_string("config", None, "Config file[:variant], e.g. configs/vq2d.py:tiny.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and images.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "yes", "no"], "Call jax.distributed.initialize()."
@@ -32,47 +42,80 @@ _DISTRIBUTED = flags.DEFINE_enum(
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir with a config that changes its run."
 )
+flags.DEFINE_bool("debug", False, "Show the full traceback of a user error (or VISGEN_DEBUG=1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Exit codes (see the module docstring).
-EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_PREEMPTED = 2, 3, 143
+# `--config.KEY=VALUE` / `--config.KEY VALUE` overrides, taken out of argv before absl
+# parses the rest (`visgen.config.apply_overrides` applies them to the locked config).
+_OVERRIDES: list[tuple[str, str]] = []
+OVERRIDE_PREFIX = "--config."
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """`argv` -> (argv without the config overrides, `[(dotted key, value text)]`)."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(OVERRIDE_PREFIX):
+            key, eq, value = arg[len(OVERRIDE_PREFIX) :].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{arg} needs a value ({arg}=VALUE)")
+                i, value = i + 1, argv[i + 1]
+            overrides.append((key, value))
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every bad flag one `error:` line and exit status 2."""
+    try:
+        rest, overrides = split_overrides(argv)
+        _OVERRIDES[:] = overrides
+        return flags.FLAGS(rest)
+    except (flags.Error, ValueError) as error:
+        if debug_requested(argv):
+            raise
+        print(f"error: {one_line(error)} (--help lists the flags)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _wants_distributed() -> bool:
+    from visgen.distributed import is_multiprocess_job
+
     if _DISTRIBUTED.value != "auto":
         return _DISTRIBUTED.value == "yes"
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return True
-    return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or bool(
-        os.environ.get("JAX_COORDINATOR_ADDRESS")
-    )
+    return is_multiprocess_job()
 
 
 def main(argv) -> int:
     del argv
-    import jax
+    from visgen.config import apply_overrides, load_config_file
+
+    argv = sys.argv[1:] + ([DEBUG_FLAG] if flags.FLAGS.debug else [])
+    with user_errors(argv):  # the whole config is read and checked before JAX starts
+        config = apply_overrides(load_config_file(_CONFIG.value), _OVERRIDES)
 
     from visgen.runtime import enable_compilation_cache
 
     logging.set_verbosity(logging.WARNING)
     if _wants_distributed():
-        jax.distributed.initialize()
+        from visgen.distributed import initialize
+
+        initialize()
     enable_compilation_cache()
 
     from visgen.tasks.run import train_config
     from visgen.train.loop import NonFiniteError
 
     try:
-        result = train_config(
-            _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value
-        )
+        with user_errors(argv):  # bad input (missing dataset or file, unknown component)
+            result = train_config(config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        # Bad input (missing dataset or file, unknown component, bad shape): one clear line.
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     return EXIT_PREEMPTED if result.stopped_by else 0
 
 
@@ -80,4 +123,4 @@ if __name__ == "__main__":
     from visgen.huge_pages import use_huge_pages
 
     use_huge_pages()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -166,6 +166,37 @@ def test_folder_source_errors_name_the_problem(tmp_path):
         source[1]
 
 
+def test_folder_splits_are_subfolders_or_held_out_fractions(tmp_path):
+    from visgen.data.sources import check_num_classes
+
+    for i in range(10):
+        _write_png(tmp_path / "flat" / f"{i}.png", (8, 8), (i, 0, 0))
+    # A flat folder is the train split alone: evaluating on it is refused, not done on the
+    # training images; a held-out fraction is a disjoint part of a fixed shuffle.
+    with pytest.raises(ValueError, match="has no 'test' subfolder.*train\\[90%:\\]"):
+        make_source("folder", "test", folder=str(tmp_path / "flat"))
+    head = make_source("folder", "train[:70%]", folder=str(tmp_path / "flat"))
+    tail = make_source("folder", "train[70%:]", folder=str(tmp_path / "flat"))
+    assert (len(head), len(tail)) == (7, 3)
+    reds = lambda source: {int(source[i]["image"][0, 0, 0]) for i in range(len(source))}
+    assert reds(head) | reds(tail) == set(range(10)) and not reds(head) & reds(tail)
+    assert reds(tail) != {7, 8, 9}  # shuffled first, not the sorted tail
+    # Subfolders named after the splits are the splits, labelled by their own subfolders.
+    _write_png(tmp_path / "split" / "train" / "cat" / "a.png", (8, 8), (1, 0, 0))
+    _write_png(tmp_path / "split" / "train" / "dog" / "b.png", (8, 8), (2, 0, 0))
+    _write_png(tmp_path / "split" / "test" / "dog" / "c.png", (8, 8), (3, 0, 0))
+    train = make_source("folder", "train", folder=str(tmp_path / "split"))
+    test = make_source("folder", "test", folder=str(tmp_path / "split"))
+    assert train.label_names == ("cat", "dog") and len(train) == 2 and len(test) == 1
+    # Labels against a class-conditional model's class count.
+    check_num_classes(train, 2)
+    with pytest.raises(ValueError, match="has 2 classes but the model has 1"):
+        check_num_classes(train, 1)
+    with pytest.raises(ValueError, match="has no class labels"):
+        check_num_classes(head, 5)
+    check_num_classes(head, 0)  # an unconditional model takes unlabelled data
+
+
 # Preprocessing.
 
 

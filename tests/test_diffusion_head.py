@@ -142,8 +142,9 @@ def test_continuous_generator_trains_and_samples_through_the_task_and_cli(shapes
         generator.sample.diffusion_steps = 5  # the preview's sampler
     gen_dir = str(tmp_path / "generator")
     result = train_config(generator, gen_dir)
-    assert result.step == 2 and np.isfinite(result.eval_metrics["cross_entropy"])
-    assert "frequency_baseline_cross_entropy" not in result.eval_metrics
+    assert result.step == 2 and np.isfinite(result.eval_metrics["diffusion_loss"])
+    assert "cross_entropy" not in result.eval_metrics
+    assert 0 < result.eval_metrics["mean_latent_baseline_mse"] < 1
     assert os.path.isfile(os.path.join(gen_dir, "images", "preview_0000002.png"))
     _, _, model, _ = load_trained(gen_dir)
     assert model.generator.spec.kind == "continuous" and model.generator.spec.channels == 8

@@ -38,11 +38,14 @@ def generator_workdir(tmp_path_factory, shapes_dir, launcher_env, tokenizer_work
     first = run_launcher(gen_args(workdir, shapes_dir, tokenizer_workdir, 2), launcher_env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "frequency_baseline_cross_entropy" in first.stdout
-    # A longer run on the same workdir: a longer schedule changes the run, so it is refused
-    # unless asked for; then it resumes from the step-2 checkpoint.
-    longer = gen_args(workdir, shapes_dir, tokenizer_workdir, 4)
+    # A longer run on the same workdir: a longer schedule (40 steps at a learning rate that
+    # learns in that many) changes the run, so it is refused unless asked for; then it
+    # resumes from the step-2 checkpoint.
+    longer = gen_args(workdir, shapes_dir, tokenizer_workdir, 40)
+    longer += ["--config.optim.lr=0.01", "--config.optim.warmup_steps=5"]
+    longer += ["--config.train.eval_every=20", "--config.train.checkpoint_every=20"]
     refused = run_launcher(longer, launcher_env)
-    assert refused.returncode == 2 and "train.steps: 2 -> 4" in refused.stderr
+    assert refused.returncode == 2 and "train.steps: 2 -> 40" in refused.stderr
     again = run_launcher([*longer, "--allow_config_change"], launcher_env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from checkpoint at step 2" in again.stdout
@@ -53,10 +56,12 @@ def test_generator_trains_evaluates_and_resumes(generator_workdir):
     lines = pathlib.Path(generator_workdir, "metrics.jsonl").read_text().splitlines()
     evals = [json.loads(line) for line in lines]
     final = [e for e in evals if "eval/cross_entropy" in e][-1]
-    assert final["step"] == 4
-    assert 0 < final["eval/cross_entropy"] < 2 * np.log(1024)
-    assert final["eval/frequency_baseline_cross_entropy"] > 0
-    assert os.path.isfile(os.path.join(generator_workdir, "images", "preview_0000004.png"))
+    assert final["step"] == 40
+    # It learned: the test cross-entropy is well below the best position-blind model's (the
+    # entropy of the token frequencies): measured 1.5 against 3.9 nats on 2026-12-06.
+    baseline = final["eval/frequency_baseline_cross_entropy"]
+    assert 0 < final["eval/cross_entropy"] < baseline - 1.0, final
+    assert os.path.isfile(os.path.join(generator_workdir, "images", "preview_0000040.png"))
 
 
 def test_sample_cli_writes_grid_npz_and_stats(generator_workdir, tmp_path):
@@ -127,3 +132,63 @@ def test_sample_cli_rejects_other_workdirs(tokenizer_workdir, tmp_path, capsys):
     assert sample_cli.main(["--workdir", tokenizer_workdir, "--out", str(out)]) == 2
     assert "not a generator's" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _state_arrays(workdir: str) -> dict[str, np.ndarray]:
+    """Every array of the newest checkpoint's train state, by path."""
+    import jax
+
+    from visgen.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(workdir, async_save=False)
+    restored = ckpt.restore_state(None)  # as saved, without a target structure
+    ckpt.close()
+    leaves = jax.tree_util.tree_leaves_with_path(restored)
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
+
+
+def test_generator_resumed_after_sigterm_equals_the_uninterrupted_run(
+    tmp_path, shapes_dir, launcher_env, tokenizer_workdir
+):
+    """Stopped by SIGTERM mid-run and resumed, a generator's final train state (parameters,
+    EMA, optimizer, step, RNG) is bit-identical to the run that was never stopped."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import REPO
+
+    steps = 8
+
+    def args(workdir):
+        out = gen_args(workdir, shapes_dir, tokenizer_workdir, steps)
+        return [*out, "--config.train.checkpoint_every=1000", "--config.train.eval_every=0"]
+
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    done = run_launcher(args(straight), launcher_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launch.train", *args(resumed)],
+        cwd=REPO, env=launcher_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = []
+    watchdog = threading.Timer(300, proc.kill)  # reading stdout has no timeout of its own
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("step 3/"):
+                proc.send_signal(signal.SIGTERM)
+    finally:
+        watchdog.cancel()
+    assert proc.wait(timeout=120) == 143, "".join(output)[-3000:]
+    stopped = [line for line in output if "SIGTERM received: checkpoint saved at step" in line]
+    assert stopped and int(stopped[0].split("step")[-1].split(";")[0]) < steps, output
+    again = run_launcher(args(resumed), launcher_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint at step" in again.stdout
+    a, b = _state_arrays(straight), _state_arrays(resumed)
+    assert a.keys() == b.keys() and int(a["['step']"]) == steps
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -33,7 +33,7 @@ def test_reexecutes_the_same_command_once_with_the_same_pid(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != TUNABLES_VAR}
     out = subprocess.run(
         [sys.executable, str(script), "--x", "a b"], env=env, capture_output=True, text=True,
-        check=True,
+        check=True, timeout=120,
     ).stdout.splitlines()  # fmt: skip
     first, second, main = out
     pid = first.split()[1]

@@ -10,6 +10,7 @@ skipped with the reason; the rest needs neither.
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import import_crosscheck
 from flax import nnx
 
 from visgen.metrics.inception import (
@@ -46,10 +48,13 @@ def torch_fidelity():
     is missing, a bare `torch_fidelity` package is registered so that file and
     its torch-only imports load on their own; it is removed afterwards.
     """
-    pytest.importorskip("torch", reason="torch not installed (pip install torch==2.13.0)")
+    import_crosscheck("torch", "torch not installed (pip install torch==2.13.0)")
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None:
-        pytest.skip(f"torch-fidelity not installed ({_INSTALL}) for the Inception cross-check")
+        message = f"torch-fidelity not installed ({_INSTALL}) for the Inception cross-check"
+        if os.environ.get("VISGEN_REQUIRE_CROSSCHECKS") == "1":
+            pytest.fail(f"{message}; VISGEN_REQUIRE_CROSSCHECKS=1 forbids skipping")
+        pytest.skip(message)
     before = set(sys.modules)
     if importlib.util.find_spec("torchvision") is None:
         package = types.ModuleType("torch_fidelity")

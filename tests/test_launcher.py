@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -52,6 +53,12 @@ def test_sigterm_resume_matches_uninterrupted_run(tmp_path, shapes_dir, launcher
     straight = str(tmp_path / "straight")
     done = run_launcher(tiny_args(straight, shapes_dir), launcher_env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # The first interval holds compilation: no rate, "compiling"; later lines have rates.
+    steps = [line for line in done.stdout.splitlines() if line.startswith("step ")]
+    assert steps[0].startswith("step 1/") and steps[0].endswith("| compiling"), steps[0]
+    assert "steps/s" in steps[1] and "ETA" in steps[1], steps[1]
+    # 24 steps against the tiny TiTok's 50 warm-up steps: said once, not silently.
+    assert done.stdout.count(f"warning: train.steps={STEPS} <= optim.warmup_steps=50") == 1
 
     resumed = str(tmp_path / "resumed")
     proc = subprocess.Popen(
@@ -63,10 +70,15 @@ def test_sigterm_resume_matches_uninterrupted_run(tmp_path, shapes_dir, launcher
         text=True,
     )
     output = []
-    for line in proc.stdout:
-        output.append(line)
-        if line.startswith("step 3/"):
-            proc.send_signal(signal.SIGTERM)
+    watchdog = threading.Timer(300, proc.kill)  # reading stdout has no timeout of its own
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("step 3/"):
+                proc.send_signal(signal.SIGTERM)
+    finally:
+        watchdog.cancel()
     # 143: preempted, checkpoint saved (distinct from success, bad input 2 and NaN 3).
     assert proc.wait(timeout=120) == 143, "".join(output)[-3000:]
     stopped = [line for line in output if "SIGTERM received: checkpoint saved at step" in line]
@@ -99,21 +111,32 @@ def test_launcher_on_8_simulated_devices(tmp_path, shapes_dir, launcher_env):
         "--config.train.mesh_fsdp=2",
         "--config.train.min_fsdp_size=1024",
     )
-    args = [a.replace(f"steps={STEPS}", "steps=3") for a in args]
+    args = [a.replace(f"steps={STEPS}", "steps=4") for a in args]
     done = run_launcher(args, env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # It ran on 8 devices, as a 4 x 2 data x FSDP mesh, with parameters split over fsdp.
+    assert "mesh: data=4, fsdp=2 (8 devices, 1 processes)" in done.stdout, done.stdout
     overview = read(workdir, "params.txt")
     assert "'fsdp'" in overview, overview
-    # The first step's loss equals the single-device computation of the same batch.
+    # The same run on one device: every step's loss, and every parameter, EMA and optimizer
+    # array after 4 steps, agree (sharding changes only the order of float reductions).
     single = str(tmp_path / "single")
     single_args = [a.replace(workdir, single) for a in args if "mesh_fsdp" not in a]
     done = run_launcher(single_args, launcher_env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "(1 devices, 1 processes)" in done.stdout, done.stdout
 
-    def first_loss(w):
-        return json.loads(read(w, "metrics.jsonl").splitlines()[0])["train/loss"]
+    def losses(w):
+        return [json.loads(x)["train/loss"] for x in read(w, "metrics.jsonl").splitlines()
+                if "train/loss" in x]  # fmt: skip
 
-    assert first_loss(workdir) == pytest.approx(first_loss(single), rel=1e-4)
+    assert losses(workdir) == pytest.approx(losses(single), rel=1e-4)
+    assert len(losses(single)) == 4
+    sharded, one = final_arrays(workdir), final_arrays(single)
+    assert sharded.keys() == one.keys()
+    assert int(one["['step']"]) == 4
+    for key in one:
+        np.testing.assert_allclose(sharded[key], one[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
 def test_unknown_config_key_fails_naming_it(tmp_path, shapes_dir, launcher_env):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import import_crosscheck
 from flax import nnx
 
 from visgen.losses import (
@@ -311,8 +312,8 @@ def _torch_lpips(vgg: dict, lins: dict, widths: tuple[int, ...], x, y, torch):
 
 
 def test_lpips_matches_torch_reference(tmp_path):
-    torch = pytest.importorskip(
-        "torch", reason="torch not installed (pip install torch==2.13.0) for the LPIPS cross-check"
+    torch = import_crosscheck(
+        "torch", "torch not installed (pip install torch==2.13.0) for the LPIPS cross-check"
     )
     from evals.convert_lpips import convert
 
@@ -331,8 +332,8 @@ def test_lpips_matches_torch_reference(tmp_path):
 
 
 def test_converter_round_trips_torch_state_dicts(tmp_path):
-    torch = pytest.importorskip(
-        "torch", reason="torch not installed (pip install torch==2.13.0) for the converter test"
+    torch = import_crosscheck(
+        "torch", "torch not installed (pip install torch==2.13.0) for the converter test"
     )
     from evals.convert_lpips import convert
 

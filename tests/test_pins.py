@@ -115,3 +115,15 @@ def test_steps_must_be_positive_and_nothing_is_written(shapes_dir, launcher_env,
     )  # fmt: skip
     assert done.returncode == 2 and "train.steps must be positive" in last_line(done)
     assert not os.path.exists(workdir)
+
+
+def test_gfid_names_the_generator_and_tokenizer_steps_of_its_samples(tmp_path):
+    """fid.json (generation_fid's result) carries the sampler's record from stats.json."""
+    from visgen.evaluation.generation import _sampler_record
+
+    npz = tmp_path / "samples.npz"
+    assert _sampler_record(str(npz)) == {}  # no stats.json: nothing to name
+    stats = {"workdir": "/w/gen", "step": 40, "tokenizer_step": 7, "method": "ar", "num": 4}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    named = {"workdir": "/w/gen", "step": 40, "tokenizer_step": 7, "method": "ar"}
+    assert _sampler_record(str(npz)) == named

@@ -43,7 +43,11 @@ CASES = {
             {"gaussian/kl", "gaussian/posterior_std", "vq/perplexity", "vq/code_usage"},
         ),
     ),
+    # 2 * 2 * 2 * 1 = K codes over C = 4 channels (a level of 1 is a constant channel).
+    "fsq": (dict(levels=(2, 2, 2, 1)), ("discrete", C, set(), {"perplexity", "code_usage"})),
 }
+# Discrete quantizers with no codebook to revive.
+NOT_REVIVABLE = {"fsq"}
 
 
 def _features(channels: int, seed: int = 0) -> jax.Array:
@@ -54,8 +58,10 @@ def test_registry_names_and_a_useful_miss():
     assert QUANTIZERS.names() == sorted(CASES)
     assert QUANTIZERS.get("vq") is VectorQuantizer and QUANTIZERS.get("chain") is Chain
     assert QUANTIZERS.get("gaussian") is DiagonalGaussian
-    with pytest.raises(KeyError, match="unknown quantizer 'fsq'; valid names: chain, gaussian, vq"):
-        make_quantizer("fsq", dim=C, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        KeyError, match="unknown quantizer 'lfq'; valid names: chain, fsq, gaussian, vq"
+    ):
+        make_quantizer("lfq", dim=C, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -65,7 +71,7 @@ def test_make_quantizer_outputs_as_documented_under_jit(name):
     assert isinstance(q, Quantizer)
     assert (q.kind, q.dim, q.input_dim) == (kind, C, input_dim)
     assert q.codebook_size == (K if kind == "discrete" else 0)
-    assert q.revivable == (kind == "discrete")
+    assert q.revivable == (kind == "discrete" and name not in NOT_REVIVABLE)
     # The encoder is sized from quantizer_input_dim before the quantizer exists.
     assert quantizer_input_dim(name, dim=C, **kwargs) == input_dim
     z = _features(input_dim)

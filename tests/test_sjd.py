@@ -76,7 +76,22 @@ def test_sjd_is_lossless(model, case):
     assert p_value(tokens, exact_probs(model, options)) > ALPHA
 
 
-def test_accepting_every_draft_fails_the_same_test(model, monkeypatch):
+# The negative controls: the same harness, with SJD broken to accept every draft, under
+# each kind of options the lossless cases use (guidance, top-k with temperature) and on
+# Token-Shuffle windows, so each of those tests is shown able to fail.
+BROKEN_CASES = {
+    "plain": ("model", PLAIN, "repeat_horizontal", 4),
+    "cfg_linear": ("model", CFG, "random", 3),
+    "top_k_temperature": ("model", TOP_K, "repeat_vertical", 3),
+    "token_shuffle": ("shuffled", PLAIN, "repeat_horizontal", 3),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_accepting_every_draft_fails_the_same_test(case, request, monkeypatch):
+    fixture, options, init, window = BROKEN_CASES[case]
+    generator = request.getfixturevalue(fixture)
+
     def accept_all(p, q, drafts, u):
         return jnp.full(drafts.shape[:1], drafts.shape[1], jnp.int32)
 
@@ -89,9 +104,20 @@ def test_accepting_every_draft_fails_the_same_test(model, monkeypatch):
         )
 
     loop = jax.jit(broken_loop, static_argnums=(0, 4, 5, 6, 7))
-    limit = jnp.int32(N)
-    st = loop(*nnx.split(model), LABELS, key(1), PLAIN, 4, "repeat_horizontal", "none", limit)
-    assert p_value(st.tokens[:, :N, 0], exact_probs(model, PLAIN)) < ALPHA
+    steps = generator.num_steps
+    count = SAMPLES if fixture == "model" else SHUFFLE_SAMPLES
+    st = loop(
+        *nnx.split(generator), labels(count), key(1), options, window, init, "none",
+        jnp.int32(steps),
+    )  # fmt: skip
+    tokens = generator.trunk_input.from_steps(st.tokens[:, :steps])
+    assert tokens.shape == (count, generator.num_tokens)
+    probs = exact_probs(generator, options)
+    if (probs == 0).any():  # top-k: drafts outside the top k are accepted too
+        with pytest.raises(AssertionError, match="sampled a sequence of probability 0"):
+            p_value(tokens, probs)
+    else:
+        assert p_value(tokens, probs) < ALPHA
 
 
 SHUFFLE_SAMPLES = 60_000

@@ -9,7 +9,10 @@ The typed sections come from light modules (`visgen.data.config`,
 grain nor TFDS (tests/test_config.py checks every `configs/*.py`).
 """
 
+import ast
 import dataclasses
+import difflib
+import os
 from typing import Any
 
 import ml_collections
@@ -64,15 +67,96 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`"configs/titok.py:tiny"` -> that file's `get_config("tiny")`, locked."""
+    """`"configs/titok.py:tiny"` -> that file's `get_config("tiny")`, locked.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is
+    not a config file or a variant string it refuses, each with a one-line message.
+    """
     import importlib.util
 
     path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found (--config FILE.py[:variant])")
+    if not path.endswith(".py"):
+        raise ValueError(f"--config must be a .py config file[:variant], got {spec!r}")
     module_spec = importlib.util.spec_from_file_location("_visgen_config", path)
-    if module_spec is None or not path.endswith(".py"):
-        raise FileNotFoundError(f"config file {path!r} not found")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path!r} has no get_config(arg) function")
+    try:
+        config = module.get_config(arg or None)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config {spec!r}: {e}") from e
     config.lock()
+    return config
+
+
+def _close_match(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _parse_value(key: str, text: str, current: Any, kind: type) -> Any:
+    """`text` (a command-line value) as the type of the field it replaces."""
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered not in _BOOLS:
+                raise ValueError(f"expected true or false, got {text!r}")
+            return _BOOLS[lowered]
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is str:
+            return text
+        if kind in (tuple, list):
+            value = ast.literal_eval(text)
+            if not isinstance(value, tuple | list):
+                raise ValueError(f"expected a tuple such as (1, 2), got {text!r}")
+            return kind(value)
+        try:  # a field without a fixed type (default None): a Python literal, else text
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"--config.{key}={text}: not a valid {kind.__name__} ({e})") from None
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Sets the dotted `key` of a locked `config` to `text`, parsed as the field's type.
+
+    Raises ValueError (one line) for a key the config lacks (naming the closest
+    one), a section given a value, or a value that does not parse as the field's
+    type.
+    """
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise ValueError(f"unknown config key {here!r}{_close_match(part, keys)}")
+        if depth < len(parts) - 1:
+            node = node[part]
+    leaf = parts[-1]
+    current = node[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ValueError(f"config key {key!r} is a section: set its keys ({', '.join(current)})")
+    value = _parse_value(key, text, current, node.get_type(leaf))
+    try:
+        node[leaf] = value
+    except TypeError as e:
+        raise ValueError(f"--config.{key}={text}: {e}") from None
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: list[tuple[str, str]]
+) -> ml_collections.ConfigDict:
+    """`config` with each `(dotted key, text)` of `overrides` applied (`apply_override`)."""
+    for key, text in overrides:
+        apply_override(config, key, text)
     return config

@@ -112,8 +112,14 @@ def _cached_tokens(record: dict, rng: np.random.Generator) -> dict:
 def make_train_iterator(cfg: DataConfig) -> grain.DatasetIterator:
     """Returns an endless iterator of shuffled, augmented train batches.
 
-    Each process reads its own shard (every `process_count`-th example), so
-    processes never see the same example in an epoch. With `cfg.token_cache`
+    The stream is one global stream, the same for any process count: the
+    shuffle, crops and flips are seeded from `cfg.seed` and the example's
+    global position, global batch k is positions `k*B ... (k+1)*B - 1`, and
+    process p reads only its part of it, rows `p*b ... (p+1)*b - 1` (what
+    `visgen.train.sharding.global_batch` puts on its devices). So P processes
+    train on exactly the batches one process would, and in an epoch no example
+    is read twice or skipped. Each process's iterator state is the number of
+    global batches consumed, the same in every process. With `cfg.token_cache`
     the batches are `{"tokens": [b, N], "label": [b]}` from the cache.
     """
     per_process = _per_process(cfg.batch_size)
@@ -124,17 +130,17 @@ def make_train_iterator(cfg: DataConfig) -> grain.DatasetIterator:
         source = _source(cfg, cfg.train_split)
         preprocess = _Preprocess(cfg, train=True)
     index, count = jax.process_index(), jax.process_count()
-    if len(source) < count:
-        raise ValueError(f"{len(source)} train examples cannot be sharded over {count} processes")
-    # Distinct per-process seeds keep flips uncorrelated across shards.
-    seed = int(np.random.SeedSequence([cfg.seed, index]).generate_state(1)[0])
+    # The seed of a one-process run before streams were global, so its batches are unchanged.
+    seed = int(np.random.SeedSequence([cfg.seed, 0]).generate_state(1)[0])
+    # Process p's batch k is slice number k*count + p of the global stream cut into
+    # per-process slices; grain's map datasets are lazy, so only those records are read.
     dataset = (
-        grain.MapDataset.source(source)[index::count]
+        grain.MapDataset.source(source)
         .seed(seed)
         .shuffle()
         .repeat()
         .random_map(preprocess)
-        .batch(per_process, drop_remainder=True)
+        .batch(per_process, drop_remainder=True)[index::count]
         .to_iter_dataset(_read_options())
     )
     if cfg.num_workers > 0:

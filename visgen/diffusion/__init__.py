@@ -7,10 +7,12 @@ jax for the loss (`ddpm`) and the jitted sampler (`sampler`).
 
 from visgen.diffusion.ddpm import (
     discretized_gaussian_log_likelihood,
+    gaussian_baseline_mse,
     normal_kl,
     p_mean_variance,
     q_posterior,
     q_sample,
+    training_loss_terms,
     training_losses,
 )
 from visgen.diffusion.disa import DISA_CLIP, STRATEGIES, DisaSchedule, effective_steps
@@ -34,6 +36,7 @@ __all__ = [
     "cosine_schedule",
     "discretized_gaussian_log_likelihood",
     "effective_steps",
+    "gaussian_baseline_mse",
     "normal_kl",
     "p_mean_variance",
     "p_sample_loop",
@@ -41,5 +44,6 @@ __all__ = [
     "q_sample",
     "space_timesteps",
     "spaced_tables",
+    "training_loss_terms",
     "training_losses",
 ]

@@ -128,10 +128,25 @@ def training_losses(
     `mean_C (eps - eps_hat)^2`, plus with `learn_sigma` (the network returns
     `2C` channels: `eps_hat || v`) the variational-bound term in bits.
     """
+    mse, bound = training_loss_terms(schedule, model_fn, x0, t, noise, learn_sigma)
+    return mse + bound
+
+
+def training_loss_terms(
+    schedule: Schedule,
+    model_fn: ModelFn,
+    x0: jax.Array,
+    t: jax.Array,
+    noise: jax.Array,
+    learn_sigma: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """`training_losses`' two terms, each `[B]` float32: the epsilon MSE, and the
+    variational-bound term in bits (zeros without `learn_sigma`)."""
     xt = q_sample(schedule, x0, t, noise)
     out = model_fn(xt, t)
     if not learn_sigma:
-        return _mean_over_channels(jnp.square(noise - out))
+        mse = _mean_over_channels(jnp.square(noise - out))
+        return mse, jnp.zeros_like(mse)
     eps, v = jnp.split(out, 2, axis=-1)
     mse = _mean_over_channels(jnp.square(noise - eps))
     # The bound trains the variance only: the mean's prediction is frozen in it.
@@ -140,4 +155,19 @@ def training_losses(
     kl = _mean_over_channels(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
     nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
     nll = _mean_over_channels(nll) / math.log(2.0)
-    return mse + jnp.where(t == 0, nll, kl)
+    return mse, jnp.where(t == 0, nll, kl)
+
+
+def gaussian_baseline_mse(schedule: Schedule, var: np.ndarray) -> float:
+    """The expected epsilon MSE, over the schedule's timesteps and the channels, of the
+    best denoiser for data `N(mean, diag(var))` (`var` `[C]`): one that knows each
+    channel's mean and variance and nothing else (the mean drops out of the error).
+
+    With `a = alpha_bar_t`, `x_t ~ N(sqrt(a) mean, a var + 1 - a)` and
+    `E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) mean) / (a var + 1 - a)`, whose error is
+    `a var / (a var + 1 - a)` per channel. A context-free bound,
+    the analogue of a categorical head's frequency-only baseline.
+    """
+    a = np.asarray(schedule.alphas_cumprod, np.float64)[:, None]
+    var = np.asarray(var, np.float64)[None, :]
+    return float(np.mean(a * var / (a * var + 1.0 - a)))

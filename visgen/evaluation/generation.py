@@ -6,22 +6,79 @@ or a dataset split read through the training pipeline at the samples' size
 (resize shorter side, centre crop, RGB). The Inception Score (IS-like for the
 dataset classifiers) is computed over 10 splits; with a dataset classifier and
 the samples' conditioning labels, also the class accuracy of the samples.
+Samples written by `launch.sample` have its `stats.json` beside them; the
+result then names what made them (`sampler`: the generator workdir and step,
+and the tokenizer step it decoded with).
+
+Across processes (`visgen.distributed`): every global batch is split by rows,
+process p featurising rows `p*b ... (p+1)*b - 1` on its own devices; the
+features of each batch are gathered (exactly: as bytes) and every process
+adds the whole batch to its float64 statistics in row order. So P processes
+compute the same statistics, bit for bit, as one process with the same
+global batch and per-device batch, and every process holds the result.
 """
 
+import json
 import math
+import os
+from collections.abc import Callable, Iterator
 
+import jax
 import numpy as np
 
 from visgen.evaluation.features import (
+    Accumulated,
     FeatureNetwork,
-    accumulate,
-    check_batch_size,
     describe,
     padded_batches,
     pipeline_features_fn,
     uint8_features_fn,
 )
 from visgen.evaluation.samples import open_npz
+
+
+def _process_rows(batches: Iterator[dict]) -> Iterator[dict]:
+    """Global batches -> this process's rows of each (`[B, ...]` -> `[B / P, ...]`)."""
+    count, index = jax.process_count(), jax.process_index()
+    for batch in batches:
+        rows = len(batch["mask"]) // count
+        yield {k: v[index * rows : (index + 1) * rows] for k, v in batch.items()}
+
+
+def accumulate_in_order(
+    batches: Iterator[dict],
+    num_batches: int,
+    fn: Callable,
+    features: FeatureNetwork,
+    mesh,
+    desc: str,
+) -> Accumulated:
+    """Feature statistics of global batches given as this process's rows of each.
+
+    Args:
+      batches: `{"image": [b, ...], "mask": bool [b]}`, this process's rows of
+        each global batch (rows `p*b ... (p+1)*b - 1`; all of it in one process).
+      fn: jitted `(feature_state, images) -> (features [b, D], logits [b, C])`.
+      mesh: this process's devices (`make_local_mesh`).
+
+    The kept (masked-in) features and logits of all processes are gathered per
+    batch and added in process (= row) order, so every process accumulates the
+    float64 statistics of the whole global batch exactly as one process would.
+    """
+    from visgen.distributed import allgather
+    from visgen.metrics.fid import FeatureStats
+    from visgen.train.progress import progress_bar
+    from visgen.train.sharding import global_batch, replicated
+
+    state = jax.device_put(features.state, replicated(mesh))
+    out = Accumulated(FeatureStats(), [])
+    for local in progress_bar(batches, total=num_batches, desc=desc):
+        feats, logits = fn(state, global_batch(local, mesh)["image"])
+        keep = np.asarray(local["mask"])
+        parts = allgather((np.asarray(feats)[keep], np.asarray(logits)[keep]))
+        out.stats.update(np.concatenate([f for f, _ in parts]))
+        out.logits.append(np.concatenate([lg for _, lg in parts]))
+    return out
 
 
 def _reference_from_file(
@@ -48,8 +105,8 @@ def _reference_from_file(
             f"image shapes differ: samples are {list(image_shape)} but the reference images "
             f"in {path} are {list(images.shape[1:])}"
         )
-    acc = accumulate(
-        padded_batches(images, batch_size),
+    acc = accumulate_in_order(
+        _process_rows(padded_batches(images, batch_size)),
         math.ceil(len(images) / batch_size),
         uint8_features_fn(features.graphdef),
         features,
@@ -86,7 +143,7 @@ def _reference_from_dataset(
     total = num_examples(cfg, split)
     if max_examples:
         total = min(total, max_examples)
-    acc = accumulate(
+    acc = accumulate_in_order(
         make_eval_iterator(cfg, batch_size=batch_size, max_examples=total),
         math.ceil(total / batch_size),
         pipeline_features_fn(features.graphdef),
@@ -132,17 +189,22 @@ def generation_fid(
       ref_dataset, ref_split, ref_config, data_dir: or a dataset split, read
         through the eval pipeline at `ref_image_size` (default: the samples'
         size, which it must equal), its first `ref_max_examples` (0 = all).
-      batch_size: images per jitted call (a multiple of the device count).
+      batch_size: images per jitted call (a multiple of the device count of all
+        processes together).
 
     Exactly one of `ref` and `ref_dataset` is given.
     """
     from visgen.metrics.fid import frechet_distance, inception_score
-    from visgen.train.sharding import make_mesh
+    from visgen.train.sharding import make_local_mesh
 
     if bool(ref) == bool(ref_dataset):
         raise ValueError("gfid needs exactly one reference: --ref FILE.npz or --ref-dataset NAME")
-    mesh = make_mesh(-1, 1)
-    check_batch_size(batch_size, mesh)
+    mesh = make_local_mesh()
+    devices = mesh.size * jax.process_count()
+    if batch_size < 1 or batch_size % devices:
+        raise ValueError(
+            f"batch size {batch_size} must be a positive multiple of the {devices} devices"
+        )
     n, h, w, _ = images.shape
     if ref:
         mu_ref, sigma_ref, reference = _reference_from_file(
@@ -166,8 +228,8 @@ def generation_fid(
             mesh=mesh,
             batch_size=batch_size,
         )
-    acc = accumulate(
-        padded_batches(images, batch_size),
+    acc = accumulate_in_order(
+        _process_rows(padded_batches(images, batch_size)),
         math.ceil(n / batch_size),
         uint8_features_fn(features.graphdef),
         features,
@@ -186,6 +248,9 @@ def generation_fid(
         "image_shape": [h, w, 3],
         "reference": reference,
     }
+    sampler = _sampler_record(samples_name)
+    if sampler:
+        result["sampler"] = sampler
     logits = np.concatenate(acc.logits)
     if len(logits) >= 10:
         result["is"], result["is_std"] = inception_score(logits)
@@ -202,3 +267,16 @@ def generation_fid(
             for c in range(logits.shape[-1])
         ]
     return result
+
+
+def _sampler_record(samples_name: str) -> dict:
+    """What made the samples, from the `stats.json` `launch.sample` writes beside its
+    `samples.npz`: the generator workdir, its step and the tokenizer step it decoded with
+    (`{}` when there is none)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(samples_name)), "stats.json")
+    if not samples_name or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        stats = json.load(f)
+    keys = ("workdir", "step", "tokenizer_step", "method")
+    return {key: stats[key] for key in keys if key in stats}

@@ -44,15 +44,20 @@ def has_codebook(tokenizer) -> bool:
 
 
 @functools.cache
-def _tokenizer_fns(tok_graph, feat_graph, discrete: bool) -> tuple[Callable, Callable]:
+def _tokenizer_fns(
+    tok_graph, feat_graph, discrete: bool, num_tokens: int | None = None
+) -> tuple[Callable, Callable]:
     """Jitted `encode(tok_state, feat_state, x) -> (codes, reference features)` and
     `decode(tok_state, feat_state, codes, x) -> per-frame features, predicted classes
     and metrics`. Reference features come with their logits.
 
     `x` is a batch `[B, H, W, 3]` (or `[B, T, H, W, 3]`) in [-1, 1]; codes are
-    token ids `[B, *layout]` (discrete) or latents `[B, *layout, C]`.
+    token ids `[B, *layout]` (discrete) or latents `[B, *layout, C]`. `num_tokens`
+    decodes only that prefix of the tokens (1D tokenizers: FlexTok, TiTok).
     """
     from visgen.metrics import image
+
+    prefix = {} if num_tokens is None else {"num_tokens": num_tokens}
 
     @jax.jit
     def encode(tok_state, feat_state, x):
@@ -63,7 +68,7 @@ def _tokenizer_fns(tok_graph, feat_graph, discrete: bool) -> tuple[Callable, Cal
     @jax.jit
     def decode(tok_state, feat_state, codes, x):
         ref = image.to_255(fold_time(x))
-        rec = image.to_255(fold_time(nnx.merge(tok_graph, tok_state).decode(codes)))
+        rec = image.to_255(fold_time(nnx.merge(tok_graph, tok_state).decode(codes, **prefix)))
         features, logits = apply_features(feat_graph, feat_state, rec)
         return {
             "features": features,
@@ -86,6 +91,7 @@ def reconstruction_fid(
     seed: int = 0,
     batch_size: int = 64,
     max_examples: int = 0,
+    num_tokens: int | None = None,
 ) -> dict:
     """rFID, PSNR and SSIM of `tokenizer` on `data.eval_split`, and pFID at `alphas`.
 
@@ -97,6 +103,8 @@ def reconstruction_fid(
       alphas: perturbation rates for pFID (needs a codebook); rFID is alpha 0.
       delta: neighbours per code (clipped to the codebook size - 1).
       seed: seeds the perturbations (batch `i` uses `fold_in(key(seed), i)`).
+      num_tokens: decode only the first `num_tokens` tokens (a 1D tokenizer's prefix);
+        None decodes them all.
 
     Returns:
       JSON-able dict: `rfid`, `psnr`, `psnr_per_image`, `ssim`, `frames` and,
@@ -129,7 +137,15 @@ def reconstruction_fid(
     if alphas:
         codebook = tokenizer.quantizer.codes()  # [K, D], in the space tokens are searched in
         neighbours = jax.device_put(nearest_codes(codebook, delta), replicated(mesh))
-    encode, decode = _tokenizer_fns(tok_graph, features.graphdef, discrete)
+    if num_tokens is not None and (
+        len(tokenizer.spec.layout) != 1 or not 1 <= num_tokens <= tokenizer.spec.num_tokens
+    ):
+        raise ValueError(
+            f"num_tokens decodes a prefix of a 1D tokenizer's tokens: it must be in "
+            f"1..{tokenizer.spec.num_tokens} for layout {tuple(tokenizer.spec.layout)}, "
+            f"got {num_tokens}"
+        )
+    encode, decode = _tokenizer_fns(tok_graph, features.graphdef, discrete, num_tokens)
 
     total = num_examples(data, data.eval_split)
     if max_examples:
@@ -216,8 +232,10 @@ def workdir_fid(
     seed: int = 0,
     batch_size: int = 64,
     max_examples: int = 0,
+    num_tokens: int | None = None,
 ) -> dict:
-    """`reconstruction_fid` of a tokenizer workdir's EMA weights on its own data config."""
+    """`reconstruction_fid` of a tokenizer workdir's EMA weights on its own data config
+    (`num_tokens`: decode that prefix of the tokens)."""
     from visgen.data import DataConfig
     from visgen.tasks import make_task
     from visgen.tasks.restore import load_trained
@@ -253,6 +271,7 @@ def workdir_fid(
         seed=seed,
         batch_size=batch_size,
         max_examples=max_examples,
+        num_tokens=num_tokens,
     )
     head = {
         "mode": "pfid" if alphas else "rfid",
@@ -263,4 +282,6 @@ def workdir_fid(
         "split": data.eval_split,
         "seed": seed,
     }
+    if num_tokens is not None:
+        head["num_tokens"] = num_tokens
     return {**head, **result}

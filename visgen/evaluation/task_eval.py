@@ -11,7 +11,40 @@ training loop runs, on the latest checkpoint's EMA weights.
 import dataclasses
 import os
 
+import jax
 import numpy as np
+from flax import nnx
+
+
+class PrefixReconstruction(nnx.Module):
+    """A 1D tokenizer that reconstructs from the first `num_tokens` of its tokens.
+
+    Evaluation only: `__call__(x)` is `decode(encode(x) tokens, num_tokens=k)`
+    (ids, or latents for continuous tokens); `spec` is the wrapped tokenizer's.
+    """
+
+    def __init__(self, tokenizer: nnx.Module, num_tokens: int):
+        spec = tokenizer.spec
+        if len(spec.layout) != 1 or not 1 <= num_tokens <= spec.num_tokens:
+            raise ValueError(
+                f"num_tokens decodes a prefix of a 1D tokenizer's tokens: it must be in "
+                f"1..{spec.num_tokens} for layout {tuple(spec.layout)}, got {num_tokens}"
+            )
+        self.tokenizer = tokenizer
+        self.num_tokens = num_tokens
+        self.spec = spec
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        text: jax.Array | None = None,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ):
+        enc = self.tokenizer.encode(x, text=text, train=train, rng=rng)
+        codes = enc.latents if enc.tokens is None else enc.tokens
+        return self.tokenizer.decode(codes, text=text, num_tokens=self.num_tokens), enc
 
 
 def evaluate_workdir(
@@ -21,6 +54,7 @@ def evaluate_workdir(
     max_examples: int = 0,
     split: str = "",
     task: str = "tokenizer",
+    num_tokens: int = 0,
 ) -> dict:
     """Eval-split metrics of a `task` workdir (reconstructions for a tokenizer).
 
@@ -30,6 +64,7 @@ def evaluate_workdir(
         `<workdir>/eval/recon_step_N.png`.
       max_examples: evaluate the first N examples (0 = the whole split).
       split: default: the config's eval split.
+      num_tokens: a tokenizer reconstructs from this prefix of its 1D tokens (0 = all).
 
     Returns:
       `{"step", "split", **the task's eval metrics}`.
@@ -48,6 +83,10 @@ def evaluate_workdir(
     config, trained_task, model, step = load_trained(workdir)
     if config.task != task:
         raise ValueError(f"{workdir} holds a {config.task!r} task, not a {task}")
+    if num_tokens:
+        if task != "tokenizer":
+            raise ValueError(f"num_tokens is for tokenizer workdirs, not a {task}")
+        model.tokenizer = PrefixReconstruction(model.tokenizer, num_tokens)
     data = DataConfig(**config.data)
     if split:
         data = dataclasses.replace(data, eval_split=split)
@@ -56,6 +95,8 @@ def evaluate_workdir(
     metrics, preview = evaluator.run(
         params, frozen, rest, data, max_examples=max_examples, show_progress=True
     )
-    png_path = png_path or os.path.join(workdir, "eval", f"recon_step_{step:07d}.png")
+    suffix = f"_k{num_tokens}" if num_tokens else ""
+    png_path = png_path or os.path.join(workdir, "eval", f"recon_step_{step:07d}{suffix}.png")
     save_png(png_path, np.asarray(preview), upscale=max(1, min(4, 2048 // preview.shape[1])))
-    return {"step": step, "split": data.eval_split, **metrics}
+    extra = {"num_tokens": num_tokens} if num_tokens else {}
+    return {"step": step, "split": data.eval_split, **extra, **metrics}

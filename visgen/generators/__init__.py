@@ -25,7 +25,9 @@ from visgen.generators.base import (
     head_options_type,
 )
 from visgen.generators.categorical import CategoricalHead, CategoricalOptions
-from visgen.generators.diffusion_head import DiffusionHead, DiffusionOptions
+from visgen.generators.diffusion_head import ANY_ORDER, DiffusionHead, DiffusionOptions
+from visgen.generators.mar import SIZES as MAR_SIZES
+from visgen.generators.mar import MaskedGenerator
 from visgen.generators.token_shuffle import fused_layout, shuffle, unshuffle
 from visgen.generators.trunk import Cache
 from visgen.generators.window_head import WindowHead, WindowOptions
@@ -33,6 +35,7 @@ from visgen.registry import Registry
 
 GENERATORS: Registry[type[nnx.Module]] = Registry("generator")
 GENERATORS.register("ar")(ARGenerator)
+GENERATORS.register("mar")(MaskedGenerator)
 
 
 def make_generator(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
@@ -41,11 +44,13 @@ def make_generator(name: str, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
 
 
 __all__ = [
+    "ANY_ORDER",
     "AR_SIZES",
     "CAPABILITIES",
     "EXACT_PROBS",
     "GENERATORS",
     "HEADS",
+    "MAR_SIZES",
     "ARGenerator",
     "Cache",
     "CategoricalHead",
@@ -55,6 +60,7 @@ __all__ = [
     "DiffusionOptions",
     "DrawContext",
     "Head",
+    "MaskedGenerator",
     "StepEmbedding",
     "WindowHead",
     "WindowOptions",

@@ -54,13 +54,21 @@ from visgen.diffusion import (
     cosine_schedule,
     p_sample_loop,
     spaced_tables,
-    training_losses,
+    training_loss_terms,
 )
-from visgen.generators.base import HEADS, DrawContext, guided_rows
+from visgen.generators.base import CAPABILITIES, HEADS, DrawContext, guided_rows
 from visgen.generators.categorical import TokenSteps
 from visgen.token_spec import TokenSpec
 
 FREQUENCY_DIM = 256
+# The capability of a diffusion head inside a masked (bidirectional) backbone
+# (`visgen.generators.mar`): it draws the tokens of any positions from their hidden
+# states, in any order, which `visgen.sampling.mar` needs.
+ANY_ORDER = "any_order"
+CAPABILITIES[ANY_ORDER] = (
+    "a head on a bidirectional masked backbone that draws the tokens of any positions "
+    "(configs/mar.py)"
+)
 XAVIER = nnx.initializers.xavier_uniform()
 ZEROS = nnx.initializers.zeros_init()
 
@@ -161,8 +169,8 @@ class AdaLNBlock(nnx.Module):
 
 
 class Denoiser(nnx.Module):
-    """MAR's `SimpleMLPAdaLN`: noisy latents `[B, C]`, timesteps `[B]` and the embedded
-    condition `[B, W]` (`condition(z)`) -> `[B, out]` float32."""
+    """MAR's `SimpleMLPAdaLN`: noisy latents `[B, C]`, timesteps `[B]` (or `[1]`, one for
+    every row) and the embedded condition `[B, W]` (`condition(z)`) -> `[B, out]` float32."""
 
     def __init__(
         self, channels: int, cond_dim: int, width: int, depth: int, out: int, *, dtype, rngs
@@ -198,6 +206,8 @@ class DiffusionHead(nnx.Module):
       diffusion_batch_mul: `(t, noise)` draws per token in training.
       learn_sigma: predict the learned-range variance too (`2C` outputs).
       scale: latents are modelled as `scale * latent`.
+      any_order: the head sits on a masked bidirectional backbone (set by
+        `visgen.generators.mar`, not by configs): it offers `ANY_ORDER`.
       dtype: compute dtype of the denoiser's linears.
     """
 
@@ -213,6 +223,7 @@ class DiffusionHead(nnx.Module):
         diffusion_batch_mul: int = 4,
         learn_sigma: bool = True,
         scale: float = 1.0,
+        any_order: bool = False,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -224,12 +235,13 @@ class DiffusionHead(nnx.Module):
         self.batch_mul = diffusion_batch_mul
         self.learn_sigma = learn_sigma
         self.scale = float(scale)
+        self.any_order = any_order
         out = 2 * channels if learn_sigma else channels
         self.net = Denoiser(channels, width, mlp_width, depth, out, dtype=dtype, rngs=rngs)
 
     def capabilities(self, options: DiffusionOptions) -> frozenset[str]:
         del options
-        return frozenset()
+        return frozenset({ANY_ORDER}) if self.any_order else frozenset()
 
     def describe(self, options: DiffusionOptions) -> str:
         if options.disa:
@@ -256,6 +268,14 @@ class DiffusionHead(nnx.Module):
 
     def loss(self, hidden: jax.Array, targets: jax.Array, rng: jax.Array | None) -> jax.Array:
         """Hidden `[B, M, D]`, latents `[B, M, 1, C]` -> per-token loss `[B, M, 1]` float32."""
+        mse, bound = self.loss_terms(hidden, targets, rng)
+        return mse + bound
+
+    def loss_terms(
+        self, hidden: jax.Array, targets: jax.Array, rng: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """`loss`'s two terms, each `[B, M, 1]` float32: the epsilon MSE (what
+        `visgen.diffusion.gaussian_baseline_mse` bounds) and the variational-bound term."""
         b, m = hidden.shape[:2]
         k = self.batch_mul
         x0 = jnp.tile(targets.reshape(b * m, self.channels).astype(jnp.float32), (k, 1))
@@ -263,7 +283,7 @@ class DiffusionHead(nnx.Module):
         t_rng, noise_rng = jax.random.split(jax.random.key(0) if rng is None else rng)
         t = jax.random.randint(t_rng, (k * b * m,), 0, NUM_TIMESTEPS)
         noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
-        losses = training_losses(
+        terms = training_loss_terms(
             cosine_schedule(),
             lambda x, t: self.net(x, t, cond),
             self.scale * x0,
@@ -271,7 +291,8 @@ class DiffusionHead(nnx.Module):
             noise,
             self.learn_sigma,
         )
-        return jnp.mean(losses.reshape(k, b, m), axis=0)[..., None]
+        mse, bound = (jnp.mean(x.reshape(k, b, m), axis=0)[..., None] for x in terms)
+        return mse, bound
 
     def draw(self, hidden: jax.Array, rng: jax.Array, context: DrawContext) -> jax.Array:
         """`[R, D]` -> latents `[B, 1, C]` float32 in `context.options`' steps at AR
@@ -285,8 +306,9 @@ class DiffusionHead(nnx.Module):
         def eps_fn(x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array | None]:
             if context.guided:
                 # Both halves denoise the same latents, as in MAR's `forward_with_cfg`.
-                x, t = jnp.concatenate([x, x]), jnp.concatenate([t, t])
-            eps, v = self._split(self.net(x, t, cond))
+                x = jnp.concatenate([x, x])
+            # Every row is at the same timestep: embed it once (`[1, W]` broadcasts).
+            eps, v = self._split(self.net(x, t[:1], cond))
             return guided_rows(eps, context), None if v is None else v[:b]
 
         x = p_sample_loop(

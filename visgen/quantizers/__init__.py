@@ -8,6 +8,7 @@ them, by config.
 
 from visgen.quantizers.base import Quantized, Quantizer
 from visgen.quantizers.chain import Chain
+from visgen.quantizers.fsq import FiniteScalarQuantizer
 from visgen.quantizers.gaussian import DiagonalGaussian
 from visgen.quantizers.registry import (
     QUANTIZERS,
@@ -20,12 +21,14 @@ from visgen.quantizers.vq import CodeUsage, VectorQuantizer
 QUANTIZERS.register("vq")(VectorQuantizer)
 QUANTIZERS.register("gaussian")(DiagonalGaussian)
 QUANTIZERS.register("chain")(Chain)
+QUANTIZERS.register("fsq")(FiniteScalarQuantizer)
 
 __all__ = [
     "QUANTIZERS",
     "Chain",
     "CodeUsage",
     "DiagonalGaussian",
+    "FiniteScalarQuantizer",
     "Quantized",
     "Quantizer",
     "VectorQuantizer",

@@ -17,12 +17,25 @@ and the generator is built with `text_dim = D` and `cls_token_num = L`. With
 checkpoint made it) and train steps read the ids from there, skipping the
 encoder; evaluation still tokenizes the test images.
 
-Evaluation reports the head's test loss per token (`cross_entropy`, nats,
-for categorical heads) and, for discrete tokens, the frequency-only
-baseline: the entropy of the test split's own token histogram, i.e. the best
-any model that ignores context and condition can score. The preview samples
-one row per class with the configured options (text: one row per caption of
-the first test examples).
+Evaluation reports the head's test loss per token. For discrete tokens it is
+`cross_entropy` (nats), beside the frequency-only baseline: the entropy of
+the test split's own token histogram, i.e. the best any model that ignores
+context and condition can score. For continuous tokens (the diffusion head)
+it is `diffusion_loss` (the head's training loss: epsilon MSE plus, with the
+learned variance, the variational-bound term; a masked generator's over its
+masked tokens under a fixed evaluation mask), with its epsilon MSE
+`diffusion_mse` beside `mean_latent_baseline_mse`: the MSE of the best
+denoiser that knows only the test latents' per-channel mean and variance
+(`visgen.diffusion.gaussian_baseline_mse`), and `latent_std`, the test
+latents' std before the head's `scale` (what the scale should undo). The
+training loss is logged under the same name (`cross_entropy` or
+`diffusion_loss`).
+
+The generator is `config.generator.name` (`visgen.generators.GENERATORS`:
+`ar`, the causal AR generator, or `mar`, MAR's masked generator); the preview
+samples with its method (`visgen.sampling.METHODS`: `ar`, or `mar` for a
+masked generator) one row per class with the configured options (text: one
+row per caption of the first test examples).
 """
 
 import dataclasses
@@ -37,9 +50,10 @@ from flax import nnx
 
 from visgen.data import DataConfig, make_eval_iterator, num_examples
 from visgen.data.token_cache import TokenizerRecord, build_token_cache, check_cache, read_metadata
-from visgen.generators import head_options_type, make_generator
+from visgen.diffusion import cosine_schedule, gaussian_baseline_mse
+from visgen.generators import MaskedGenerator, head_options_type, make_generator
 from visgen.metrics import codebook
-from visgen.sampling import SampleOptions, sample, sample_options
+from visgen.sampling import METHODS, SampleOptions, sample_options
 from visgen.tasks import TASKS
 from visgen.tasks.restore import load_frozen
 from visgen.text import TextEncoder, config_text_encoder, encode_batch_captions
@@ -129,11 +143,21 @@ class GeneratorTask:
         if text_encoder is not None:
             self.generator_args.update(_text_args(self.generator_args, text_encoder))
         self.sample_options = sample
+        self.loss_name = "cross_entropy" if self.spec.kind == "discrete" else "diffusion_loss"
+        self.latent_scale = float(dict(self.generator_args.get("head", {})).get("scale", 1.0))
         self.preview_per_class = preview_per_class
         self.dtype = jnp.dtype(dtype)
 
     @classmethod
     def from_config(cls, config) -> "GeneratorTask":
+        missing = [k for k in cls.UNPINNED if k not in config]
+        if missing:
+            raise ValueError(
+                f"the generator config has no {' or '.join(missing)}: it was written before "
+                "generators pinned their tokenizer checkpoint; add "
+                '"tokenizer_step": -1, "tokenizer_fingerprint": "" to its config.json to use '
+                "the tokenizer's latest checkpoint (and pin it on the next training run)"
+            )
         return cls(
             generator=config.generator.to_dict(),
             tokenizer_workdir=config.tokenizer_workdir,
@@ -209,8 +233,20 @@ class GeneratorTask:
 
     def host_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """With a text encoder: adds `"text"` float32 `[b, L, D]`, the encoded
-        `"caption"`s (str `[b]`); otherwise the batch as is."""
+        `"caption"`s (str `[b]`); otherwise the batch as is, once its `"label"`s are
+        checked against the class count (on the host: an out-of-range label would
+        otherwise surface as a non-finite loss)."""
         if self.text_encoder is None:
+            labels = np.asarray(batch["label"])
+            if (
+                self.num_classes
+                and labels.size
+                and not 0 <= labels.min() <= labels.max() < self.num_classes
+            ):
+                raise ValueError(
+                    f"a batch has labels {int(labels.min())}..{int(labels.max())}, outside the "
+                    f"generator's {self.num_classes} classes (generator.num_classes)"
+                )
             return batch
         return encode_batch_captions(batch, self.text_encoder)
 
@@ -240,7 +276,7 @@ class GeneratorTask:
         else:
             tokens = self._tokens(model, batch["image"])
         loss = model.generator.loss(tokens, self.condition(batch), train=True, rng=rng)
-        return loss, {"cross_entropy": loss}, None
+        return loss, {self.loss_name: loss}, None
 
     def after_update(self, model: GeneratorModel, aux, rng: jax.Array) -> None:
         del model, aux, rng
@@ -248,6 +284,8 @@ class GeneratorTask:
     def eval_batch(self, model: GeneratorModel, batch: Batch) -> dict[str, jax.Array]:
         m = batch["mask"].astype(jnp.float32)
         tokens = self._tokens(model, batch["image"])
+        if self.spec.kind == "continuous":
+            return _diffusion_sums(model.generator, tokens, self.condition(batch), m)
         losses = model.generator.token_losses(tokens, self.condition(batch))
         sums = {
             "loss_sum": jnp.sum(m[:, None] * losses),
@@ -260,6 +298,8 @@ class GeneratorTask:
         return sums
 
     def eval_summary(self, sums: dict[str, Any]) -> dict[str, float]:
+        if "mse_sum" in sums:
+            return _diffusion_summary(sums, self.latent_scale)
         test_loss = float(sums["loss_sum"]) / float(sums["tokens"])
         out = {"cross_entropy": test_loss, "tokens": float(sums["tokens"])}
         if "code_histogram" in sums:
@@ -276,10 +316,14 @@ class GeneratorTask:
         """`[num_classes * per_class]` labels, class-major (one preview row per class)."""
         return np.repeat(np.arange(self.num_classes, dtype=np.int32), per_class)
 
-    def decode(self, model: GeneratorModel, tokens: jax.Array) -> jax.Array:
-        """Tokens `[B, N, ...]` -> images in [-1, 1] through the frozen tokenizer."""
+    def decode(
+        self, model: GeneratorModel, tokens: jax.Array, num_tokens: int | None = None
+    ) -> jax.Array:
+        """Tokens `[B, N, ...]` -> images in [-1, 1] through the frozen tokenizer;
+        `num_tokens` decodes only that prefix of a 1D tokenizer's tokens (FlexTok)."""
         grid = tokens.reshape(tokens.shape[0], *self.spec.layout, *tokens.shape[2:])
-        return jnp.clip(model.tokenizer.decode(grid), -1.0, 1.0)
+        prefix = {} if num_tokens is None else {"num_tokens": num_tokens}
+        return jnp.clip(model.tokenizer.decode(grid, **prefix), -1.0, 1.0)
 
     def preview(self, model: GeneratorModel, batch: Batch) -> jax.Array:
         """Samples, one row per class: `[num_classes, per_class, H, W, 3]`; for text,
@@ -291,7 +335,8 @@ class GeneratorTask:
             rows, cond = text.shape[0], jnp.repeat(text, per, axis=0)
         else:
             rows, cond = self.num_classes, jnp.asarray(self.class_labels(per))
-        tokens, _ = sample(model.generator, cond, jax.random.key(0), self.sample_options)
+        sampler = METHODS[getattr(model.generator, "method", "ar")][0]
+        tokens, _ = sampler(model.generator, cond, jax.random.key(0), self.sample_options)
         images = self.decode(model, tokens)
         return images.reshape(rows, per, *images.shape[1:])
 
@@ -314,6 +359,53 @@ class TokenBatchTask:
 
     def after_update(self, model, aux, rng: jax.Array) -> None:
         del model, aux, rng
+
+
+def _diffusion_sums(
+    generator: nnx.Module, tokens: jax.Array, cond: jax.Array, m: jax.Array
+) -> dict[str, jax.Array]:
+    """The diffusion head's evaluation sums over a batch of latents `[B, N, C]` (example
+    weights `m` `[B]`): its loss and epsilon MSE over the counted tokens (a masked
+    generator's masked ones), and the latents' per-channel sums for the baseline."""
+    if isinstance(generator, MaskedGenerator):
+        mse, bound, counted = generator.loss_terms(tokens, cond)
+    else:
+        hidden = generator.hidden_states(tokens, cond)
+        steps = generator.trunk_input.to_steps(tokens)
+        mse, bound = (
+            generator.trunk_input.from_steps(x)
+            for x in generator.head.loss_terms(hidden, steps, None)
+        )
+        counted = jnp.ones_like(mse)
+    w = m[:, None] * counted
+    x = tokens.astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(w * (mse + bound)),
+        "mse_sum": jnp.sum(w * mse),
+        "tokens": jnp.sum(w),
+        "latent_sum": jnp.einsum("b,bnc->c", m, x),
+        "latent_sq_sum": jnp.einsum("b,bnc->c", m, x * x),
+        "latent_count": jnp.sum(m) * x.shape[1],
+    }
+
+
+def _diffusion_summary(sums: dict[str, Any], scale: float) -> dict[str, float]:
+    """`diffusion_loss`, `diffusion_mse`, the mean-latent baseline and `latent_std` from
+    `_diffusion_sums`' totals (`scale`: the head's latent scale)."""
+    count = float(sums["latent_count"])
+    mean = np.asarray(sums["latent_sum"], np.float64) / count
+    var = np.maximum(np.asarray(sums["latent_sq_sum"], np.float64) / count - mean**2, 0.0)
+    tokens = float(sums["tokens"])
+    mse = float(sums["mse_sum"]) / tokens
+    baseline = gaussian_baseline_mse(cosine_schedule(), scale**2 * var)
+    return {
+        "diffusion_loss": float(sums["loss_sum"]) / tokens,
+        "diffusion_mse": mse,
+        "mean_latent_baseline_mse": baseline,
+        "mse_below_baseline": baseline - mse,
+        "latent_std": float(np.sqrt(np.mean(var))),
+        "tokens": tokens,
+    }
 
 
 def _text_args(generator: dict[str, Any], encoder: TextEncoder) -> dict[str, int]:

@@ -6,9 +6,12 @@ the task depends on), records the task's pins (the exact checkpoints of its
 frozen dependencies, e.g. a generator's tokenizer step and weights
 fingerprint) in the config, and, when the workdir already holds a run,
 refuses a config that would change that run (`ConfigChangeError`, listing
-the keys) unless `allow_config_change`. Only then does it write
-`<workdir>/config.json` (from process 0) and run the shared loop
-(`visgen.train.loop.train`). A resumed run reuses the stored pins, so it
+the keys) unless `allow_config_change`, and opens the data's train and eval
+splits (checking a class-conditional task's labels). Only then does it run
+the shared loop (`visgen.train.loop.train`), which writes
+`<workdir>/config.json` (from process 0) once the model is initialised or
+restored: a checkpoint that does not fit the model is refused with the stored
+config left as it was. A resumed run reuses the stored pins, so it
 continues on the same tokens. Running it in-process lets a caller use
 components it registered itself (a test's toy head or quantizer) through the
 same code path as the command line.
@@ -21,6 +24,7 @@ import jax
 import ml_collections
 
 from visgen.data import DataConfig
+from visgen.data.sources import check_splits
 from visgen.tasks import make_task, task_class
 from visgen.train.loop import TrainConfig, TrainResult, train
 from visgen.train.optim import OptimConfig
@@ -95,14 +99,21 @@ def train_config(
                 f"resume with the stored config ({os.path.join(workdir, CONFIG_FILE)}), or pass "
                 "--allow_config_change to continue with this one"
             )
-    if jax.process_index() == 0:
-        save_config(workdir, config)
+    # Both splits exist, and a class-conditional task's labels fit its classes, before the
+    # workdir is touched (a folder without eval images, `--config.data.name=digits` on a
+    # 5-class generator). Tasks without classes (tokenizers) have no `num_classes`.
+    check_splits(DataConfig(**config.data), num_classes=getattr(task, "num_classes", 0))
+    # config.json is written once the model is initialised or restored from the workdir's
+    # checkpoint: a checkpoint that does not fit (a changed model under
+    # --allow_config_change) is refused with the stored config left as it was.
+    on_start = (lambda: save_config(workdir, config)) if jax.process_index() == 0 else None
     return train(
         task,
         workdir,
         TrainConfig(**config.train),
         DataConfig(**config.data),
         OptimConfig(**config.optim),
+        on_start=on_start,
     )
 
 

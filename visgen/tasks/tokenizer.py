@@ -127,6 +127,7 @@ class TokenizerTask:
         self.tokenizer_args = dict(tokenizer)
         self.text_encoder = text_encoder
         # A two-stage TiTok's proxy: a trained tokenizer workdir, embedded frozen.
+        takes_proxy = "proxy_workdir" in self.tokenizer_args
         proxy_workdir = self.tokenizer_args.pop("proxy_workdir", "")
         self.proxy = None
         if proxy_workdir:
@@ -134,6 +135,15 @@ class TokenizerTask:
             from visgen.tasks.restore import load_frozen
 
             self.proxy = load_frozen(proxy_workdir)
+        elif takes_proxy and not (loss.recon_weight or loss.perceptual_weight or loss.gan_weight):
+            # Nothing would train the decoder: a two-stage config without its proxy. (A
+            # tokenizer that owns its objective, such as FlexTok's flow decoder, takes no
+            # proxy and needs no pixel loss.)
+            raise ValueError(
+                "the tokenizer has no pixel loss (loss.recon_weight, perceptual_weight and "
+                "gan_weight are 0) and no proxy: a two_stage TiTok needs "
+                "--config.tokenizer.proxy_workdir=DIR (a trained vq2d workdir)"
+            )
         self.loss_cfg = loss
         self.dtype = jnp.dtype(dtype)
 

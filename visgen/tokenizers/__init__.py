@@ -7,6 +7,7 @@ a tokenizer's tokens are is its `spec` (`visgen.token_spec.TokenSpec`).
 
 from visgen.token_spec import TokenSpec
 from visgen.tokenizers.base import Encoded, Tokenizer, TokenizerOutput
+from visgen.tokenizers.flextok import FlexTok
 from visgen.tokenizers.registry import TOKENIZERS, make_tokenizer
 from visgen.tokenizers.titok import SIZES as TITOK_SIZES
 from visgen.tokenizers.titok import TiTok
@@ -17,6 +18,7 @@ __all__ = [
     "TOKENIZERS",
     "VQ2D",
     "Encoded",
+    "FlexTok",
     "TiTok",
     "TokenSpec",
     "Tokenizer",

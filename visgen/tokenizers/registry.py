@@ -7,10 +7,12 @@ listing the valid names on a miss.
 from flax import nnx
 
 from visgen.registry import Registry
+from visgen.tokenizers.flextok import FlexTok
 from visgen.tokenizers.titok import TiTok
 from visgen.tokenizers.vq2d import VQ2D
 
 TOKENIZERS: Registry[type[nnx.Module]] = Registry("tokenizer")
+TOKENIZERS.register("flextok")(FlexTok)
 TOKENIZERS.register("titok")(TiTok)
 TOKENIZERS.register("vq2d")(VQ2D)
 

@@ -5,14 +5,20 @@ renames it when complete, so a failed or interrupted write never replaces the
 last good checkpoint. `latest_step` only ever sees finished checkpoints.
 Restoring for inference reads only some fields of the train state
 (`restore_fields`: the EMA weights, not the optimizer state).
+
+Checkpoints move between device and process counts: a training restore
+reshards onto the shardings it is given, and inference restores place every
+array replicated on this process's own devices (`local_replicated`).
 """
 
+import json
 import os
-import warnings
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 class Checkpointer:
@@ -38,18 +44,59 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state, data_iterator=None):
         """Restores into `abstract_state` (ShapeDtypeStructs carrying shardings);
-        the data iterator, when given, is restored in place."""
+        the data iterator, when given, is restored in place.
+
+        The arrays are resharded onto whatever devices the shardings name, so a
+        checkpoint written by P processes restores on any other number. grain keeps
+        one iterator state per process (`process_<i>-of-<P>.json`); under another
+        process count, the saved states must all be equal (as the train pipeline's
+        are: the number of global batches consumed) and that state is restored.
+        """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        own_data = data_iterator is not None and os.path.exists(self._data_file(step))
+        if own_data:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        if data_iterator is not None and not own_data:
+            data_iterator.set_state(self._shared_data_state(step))
+        return state
+
+    def _data_file(self, step: int) -> str:
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return os.path.join(self.directory, str(step), "data", name)
+
+    def _shared_data_state(self, step: int) -> dict:
+        """The one data-iterator state that every process of the saving job wrote."""
+        folder = os.path.join(self.directory, str(step), "data")
+        names = sorted(n for n in os.listdir(folder) if n.startswith("process_"))
+        states = []
+        for name in names:
+            with open(os.path.join(folder, name)) as f:
+                states.append(json.load(f))
+        if not states or any(s != states[0] for s in states):
+            raise ValueError(
+                f"checkpoint {folder} holds {len(states)} differing data-iterator states "
+                f"({', '.join(names) or 'none'}): it resumes only on the process count that "
+                "wrote it"
+            )
+        return states[0]
 
     def restore_state(self, abstract_state, step: int | None = None):
         """The train state alone (for evaluation and sampling); `abstract_state=None`
-        restores the arrays as saved, as nested dicts."""
+        restores every saved array, as nested dicts, replicated over this process's
+        devices (`local_replicated`), whatever devices wrote it."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if abstract_state is None:
+            metadata = ocp.PyTreeCheckpointer().metadata(
+                os.path.join(self.directory, str(step), "state")
+            )
+            sharding = local_replicated()
+            abstract_state = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                metadata.item_metadata.tree,
+            )
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
@@ -66,8 +113,10 @@ class Checkpointer:
           step: the checkpoint; None = the latest.
 
         Returns:
-          field name -> restored pytree, its arrays placed with the shardings
-          they were saved with (as `restore_state` does without target shardings).
+          field name -> restored pytree, every array replicated over this
+          process's devices (`local_replicated`), whatever devices wrote it: a
+          checkpoint of a multi-process or FSDP run restores on one device, and
+          each process of a multi-process job gets the whole model on its own.
 
         Orbax binds one handler to an item per manager: a `Checkpointer` that
         restored fields cannot restore the whole state afterwards, nor the reverse.
@@ -75,12 +124,15 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        partial = ocp.args.PyTreeRestore(item=fields, partial_restore=True)
-        with warnings.catch_warnings():
-            # Without target shardings orbax reads each array's saved sharding from
-            # the checkpoint, as `StandardRestore` does, and warns that it does.
-            warnings.filterwarnings("ignore", message="Sharding info not provided")
-            restored = self.manager.restore(step, args=ocp.args.Composite(state=partial))
+        sharding = local_replicated()
+        restore_args = jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype),
+            fields,
+        )
+        partial = ocp.args.PyTreeRestore(
+            item=fields, restore_args=restore_args, partial_restore=True
+        )
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=partial))
         restored = restored["state"]
         # Partial restore leaves what the checkpoint lacks as it was given (abstract).
         missing = [
@@ -102,6 +154,12 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def local_replicated() -> NamedSharding:
+    """Whole arrays on every device of this process (only these: in a multi-process
+    job each process holds its own copy, readable without collectives)."""
+    return NamedSharding(Mesh(np.asarray(jax.local_devices()), ("local",)), PartitionSpec())
 
 
 def abstract_with_shardings(abstract_tree, shardings):

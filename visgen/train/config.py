@@ -21,7 +21,7 @@ class TrainConfig:
       mesh_data, mesh_fsdp: mesh axis sizes (-1 = all remaining devices).
       min_fsdp_size: parameters smaller than this stay replicated.
       async_checkpoints: write checkpoints in the background.
-      tensorboard: also write TensorBoard summaries where TensorFlow exists.
+      tensorboard: also write TensorBoard event files (tensorboardX; no TensorFlow).
     """
 
     steps: int = 1000

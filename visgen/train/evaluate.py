@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 
 from visgen.data import DataConfig, make_eval_iterator, num_examples, to_uint8
 from visgen.train.progress import progress_bar
-from visgen.train.sharding import global_batch
+from visgen.train.sharding import global_batch, replicated
 from visgen.train.task import Task
 from visgen.train.writer import image_grid
 
@@ -25,8 +25,14 @@ class Evaluator:
         def merged(params, frozen, rest):
             return nnx.merge(graphdef, params, frozen, rest)
 
-        self._eval = jax.jit(lambda p, f, r, b: task.eval_batch(merged(p, f, r), b))
-        self._preview = jax.jit(lambda p, f, r, b: task.preview(merged(p, f, r), b))
+        # Replicated outputs: every process of a multi-process job can read them.
+        out = replicated(mesh)
+        self._eval = jax.jit(
+            lambda p, f, r, b: task.eval_batch(merged(p, f, r), b), out_shardings=out
+        )
+        self._preview = jax.jit(
+            lambda p, f, r, b: task.preview(merged(p, f, r), b), out_shardings=out
+        )
 
     def run(
         self,

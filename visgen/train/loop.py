@@ -17,12 +17,15 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from visgen.data import DataConfig, make_train_iterator
+from visgen.distributed import first_set
 from visgen.train import sharding as shd
 from visgen.train.checkpoint import Checkpointer, abstract_with_shardings
 from visgen.train.config import TrainConfig
@@ -53,6 +56,12 @@ class _StopSignal:
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
 
+    def any_process(self) -> bool:
+        """Whether any process of the job received a signal; all processes agree
+        (a collective in a multi-process job), so all save at the same step."""
+        self.received = first_set(self.received)
+        return self.received is not None
+
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
@@ -75,8 +84,14 @@ def train(
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
     optim_cfg: OptimConfig,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Trains `task` in `workdir`, resuming from its latest checkpoint."""
+    """Trains `task` in `workdir`, resuming from its latest checkpoint.
+
+    `on_start` runs once the state is initialised or restored, before anything is
+    written to the workdir (`visgen.tasks.run` writes `config.json` there), so a
+    checkpoint that does not fit the model leaves the workdir as it was.
+    """
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     mesh = shd.make_mesh(train_cfg.mesh_data, train_cfg.mesh_fsdp)
@@ -85,6 +100,13 @@ def train(
             f"data.batch_size={data_cfg.batch_size} is not divisible by the {mesh.size} devices"
         )
     total = train_cfg.steps
+    if is_main and total <= optim_cfg.warmup_steps:
+        print(
+            f"warning: train.steps={total} <= optim.warmup_steps={optim_cfg.warmup_steps}: "
+            f"the warm-up is cut to {max(total - 1, 0)} steps and the cosine decay to 1 "
+            "(see visgen.train.optim)",
+            flush=True,
+        )
     tx = make_optimizer(optim_cfg, total)
     schedule = learning_rate_schedule(optim_cfg, total)
 
@@ -103,10 +125,19 @@ def train(
     state, frozen = jax.jit(init_fn, out_shardings=(state_sh, frozen_sh))()
     start = ckpt.latest_step()
     if start is not None:
-        state = ckpt.restore(start, abstract_with_shardings(abstract_state, state_sh), data_iter)
+        _check_fits(ckpt, start, abstract_state)
+        abstract = abstract_with_shardings(abstract_state, state_sh)
+        state = ckpt.restore(start, abstract, data_iter)
         print(f"resumed from checkpoint at step {start} in {ckpt.directory}")
+    if on_start is not None:
+        on_start()
     step = int(state.step)
     _write_overview(workdir, state, is_main)
+    if is_main:
+        axes = ", ".join(
+            f"{n}={k}" for n, k in zip(mesh.axis_names, mesh.devices.shape, strict=True)
+        )
+        print(f"mesh: {axes} ({mesh.size} devices, {jax.process_count()} processes)", flush=True)
 
     train_step = jax.jit(
         make_train_step(graphdef, task, tx, schedule, train_cfg.ema_decay),
@@ -124,9 +155,14 @@ def train(
         bad = int(state.nonfinite_step)
         if bad >= 0:
             ckpt.wait()
+            last = ckpt.latest_step()
+            kept = (
+                f"The last good checkpoint (step {last}) is in {ckpt.directory}"
+                if last is not None
+                else "No checkpoint was saved before it"
+            )
             raise NonFiniteError(
-                f"non-finite loss or gradients at step {bad}; training stopped. The last "
-                f"good checkpoint (step {ckpt.latest_step()}) is in {ckpt.directory}"
+                f"non-finite loss or gradients at step {bad}; training stopped. {kept}"
             )
 
     def save() -> None:
@@ -157,7 +193,7 @@ def train(
 
     with _StopSignal() as stop:
         try:
-            while step < total and stop.received is None:
+            while step < total and not stop.any_process():
                 batch = shd.global_batch(task.host_batch(next(data_iter)), mesh)
                 state, metrics = train_step(state, frozen, batch)
                 step += 1
@@ -184,11 +220,47 @@ def train(
     return TrainResult(step=step, stopped_by=stop.received, eval_metrics=eval_metrics)
 
 
+def _dotted(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_fits(ckpt: Checkpointer, step: int, abstract_state) -> None:
+    """Refuses, in one line and before orbax reads an array, a checkpoint whose arrays'
+    names or shapes differ from the model's (a model changed under --allow_config_change)."""
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(ckpt.directory, str(step), "state")
+    try:
+        saved = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+    except (OSError, ValueError):  # no readable metadata: let the restore itself decide
+        return
+    old = {_dotted(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
+    new = {
+        _dotted(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)
+    }
+    old = {k.removesuffix(".value"): v for k, v in old.items()}
+    new = {k.removesuffix(".value"): v for k, v in new.items()}
+    differ = [
+        f"{k}: {old.get(k, 'absent')} in the checkpoint, {new.get(k, 'absent')} in the model"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    if differ:
+        ckpt.close()
+        raise ValueError(
+            f"the checkpoint at step {step} in {ckpt.directory} does not fit this config's "
+            f"model ({len(differ)} arrays differ; {'; '.join(differ[:2])}): resume with the "
+            "config stored beside it"
+        )
+
+
 def _log_line(step: int, total: int, s: dict[str, float]) -> str:
     main = [k for k in s if k not in {"steps_per_s", "examples_per_s", "eta_s", "lr"}]
     parts = [f"step {step}/{total}"] + [f"{k} {s[k]:.4g}" for k in main[:8]]
+    parts.append(f"lr {s['lr']:.2e}")
+    if "steps_per_s" not in s:  # the first interval: its time is mostly compilation
+        return " | ".join([*parts, "compiling"])
     parts += [
-        f"lr {s['lr']:.2e}",
         f"{s['steps_per_s']:.2f} steps/s",
         f"{s['examples_per_s']:.0f} ex/s",
         "ETA " + (format_seconds(s["eta_s"]) if np.isfinite(s["eta_s"]) else "?"),

@@ -14,8 +14,11 @@ def format_seconds(s: float) -> str:
 class Progress:
     """Rate and ETA over a known number of steps, measured since the last `start`.
 
-    `update(step)` returns a dict with `steps_per_s` and `eta_s`, from the steps
-    since the last call (so compile time and restarts do not skew it).
+    `update(step)` returns a dict with `steps_per_s`, `examples_per_s` and
+    `eta_s`, from the steps since the last call, so restarts and evaluations do
+    not skew it. The first call after construction returns `{}`: its interval
+    holds the train step's compilation, so its rate would say nothing about
+    training (the log line says "compiling" instead).
     """
 
     def __init__(self, total: int, examples_per_step: int = 1):
@@ -23,6 +26,7 @@ class Progress:
         self.examples_per_step = examples_per_step
         self._t = time.perf_counter()
         self._step: int | None = None
+        self._compiled = False
 
     def start(self, step: int) -> None:
         self._t, self._step = time.perf_counter(), step
@@ -32,6 +36,9 @@ class Progress:
         done = step - (self._step if self._step is not None else step)
         rate = done / max(now - self._t, 1e-9) if done > 0 else 0.0
         self._t, self._step = now, step
+        if not self._compiled:
+            self._compiled = True
+            return {}
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         return {
             "steps_per_s": rate,

@@ -31,6 +31,13 @@ def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
     return Mesh(devices, BATCH_AXES)
 
 
+def make_local_mesh() -> Mesh:
+    """A `(data, fsdp=1)` mesh over this process's devices only: for work that each
+    process of a multi-process job does on its own (e.g. its share of the FID features);
+    the same as `make_mesh(-1, 1)` in a one-process run."""
+    return Mesh(np.asarray(jax.local_devices()).reshape(-1, 1), BATCH_AXES)
+
+
 def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_fsdp_size: int) -> PartitionSpec:
     """The partition spec of one parameter under the FSDP-by-size rule."""
     if fsdp_size == 1 or math.prod(shape) < min_fsdp_size:

@@ -1,8 +1,9 @@
-"""Metric and image writing: always a JSONL log and PNG files, TensorBoard when available.
+"""Metric and image writing: always a JSONL log and PNG files, and TensorBoard event files.
 
-TensorBoard goes through `clu.metric_writers`, which imports TensorFlow; it is
-imported lazily, only by the training launcher, and skipped (with one line
-saying so) where TensorFlow is not installed.
+TensorBoard events (`<workdir>/tensorboard/`, for `tensorboard --logdir
+WORKDIR`) are written by `tensorboardX`, which needs only protobuf, not
+TensorFlow. It is imported lazily, when a training run opens its writer, and
+skipped with one line saying so if it is missing.
 """
 
 import json
@@ -43,11 +44,11 @@ class MetricWriter:
         self._tb = None
         if tensorboard and is_main:
             try:
-                from clu import metric_writers
+                from tensorboardX import SummaryWriter
 
-                self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
             except ImportError:
-                print("TensorBoard logging off (needs tensorflow); metrics go to metrics.jsonl")
+                print("TensorBoard logging off (needs tensorboardX); metrics go to metrics.jsonl")
 
     def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         if not self.is_main:
@@ -56,7 +57,9 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            self._tb.write_scalars(step, scalars)
+            for tag, value in scalars.items():
+                self._tb.add_scalar(tag, value, step)
+            self._tb.flush()
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> str:
         """Saves `image` (uint8 `[H, W, 3]`) as `<workdir>/images/<name>_<step>.png`."""
@@ -64,7 +67,8 @@ class MetricWriter:
         if self.is_main:
             save_png(path, image, upscale=max(1, 256 // image.shape[1]))
             if self._tb is not None:
-                self._tb.write_images(step, {name: image[None]})
+                self._tb.add_image(name, image, step, dataformats="HWC")
+                self._tb.flush()
         return path
 
     def close(self) -> None:
