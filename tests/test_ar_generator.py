@@ -176,7 +176,7 @@ def test_sizes_and_registry():
     assert abstract.head.classifier.output.kernel.shape == (768, 16384)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(nnx.state(abstract))]
     assert not any("bias" in p for p in paths)
-    assert GENERATORS.names() == ["ar"]
+    assert GENERATORS.names() == ["ar", "mar"]
     with pytest.raises(KeyError, match="valid names: ar"):
         make_generator("arr", rngs=nnx.Rngs(0))
 

@@ -378,13 +378,15 @@ def test_titok_rejects_bad_inputs(models):
         model.decode(jnp.zeros((1, 9, 4)))
     with pytest.raises(ValueError, match="latents must be"):
         model.decode_latents(jnp.zeros((1, 8)))
-    with pytest.raises(KeyError, match="unknown quantizer 'fsq'; valid names: chain, gaussian, vq"):
-        make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(name="fsq"), **TINY)
+    with pytest.raises(
+        KeyError, match="unknown quantizer 'lfq'; valid names: chain, fsq, gaussian"
+    ):
+        make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(name="lfq"), **TINY)
     with pytest.raises(ValueError, match="set by the TiTok token_dim"):
         make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(name="vq", dim=4), **TINY)
     with pytest.raises(ValueError, match="needs a name"):
         make_tokenizer("titok", rngs=nnx.Rngs(0), quantizer=dict(codebook_size=8), **TINY)
     with pytest.raises(ValueError, match="not divisible"):
         make_tokenizer("titok", rngs=nnx.Rngs(0), **{**TINY, "image_size": 30})
-    with pytest.raises(KeyError, match="valid names: titok"):
+    with pytest.raises(KeyError, match="valid names: flextok, titok, vq2d"):
         TOKENIZERS.get("titk")
