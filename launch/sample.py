@@ -345,7 +345,7 @@ def run(argv=None) -> dict:
             f"--num-tokens decodes a prefix of a 1D tokenizer's tokens: 1..{generator.num_tokens} "
             f"for layout {tuple(task.spec.layout)}, got {args.num_tokens}"
         )
-    own_method = getattr(generator, "method", "ar")
+    own_method = generator.method
     args.method = args.method or own_method
     if own_method == "mar" and args.method != "mar":
         raise UsageError(

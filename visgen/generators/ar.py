@@ -83,6 +83,10 @@ class ARGenerator(nnx.Module):
       rngs: parameter initialisation.
     """
 
+    # The sampler of `visgen.sampling.METHODS` this generator is drawn with by default
+    # (`sjd` also takes it); `MaskedGenerator` says `mar`.
+    method = "ar"
+
     def __init__(
         self,
         *,

@@ -166,7 +166,7 @@ def sample_mar(
     else:
         graphdef, state = model
         model = nnx.merge(graphdef, state)
-    if getattr(model, "method", "ar") != "mar":
+    if model.method != "mar":
         raise ValueError(
             "the MAR sampler draws from a masked generator (configs/mar.py); this generator "
             "decodes causally: sample it with visgen.sampling.sample"

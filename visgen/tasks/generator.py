@@ -335,7 +335,7 @@ class GeneratorTask:
             rows, cond = text.shape[0], jnp.repeat(text, per, axis=0)
         else:
             rows, cond = self.num_classes, jnp.asarray(self.class_labels(per))
-        sampler = METHODS[getattr(model.generator, "method", "ar")][0]
+        sampler = METHODS[model.generator.method][0]
         tokens, _ = sampler(model.generator, cond, jax.random.key(0), self.sample_options)
         images = self.decode(model, tokens)
         return images.reshape(rows, per, *images.shape[1:])
