@@ -1,6 +1,7 @@
 r"""The DiSA claim in kind: diffusion steps annealed over MAR's iterations, FID against cost.
 
   python -m bench.disa_claim latent-std --tokenizer TOK [--data-dir DIR]
+  python -m bench.disa_claim context --generator GEN [--visible 0,0.5,0.9] [--data-dir DIR]
   python -m bench.disa_claim run --generator GEN --out DIR [--num 500] [--seeds 0,1,2] \
       [--num-iter 64] [--settings mar100,disa,constant50] [--batch-size 250] [--data-dir DIR]
 
@@ -9,6 +10,14 @@ a generator reads) and prints the latents' std per channel and overall, and
 `1 / std`: the diffusion head's `scale` that brings them to unit std
 (MAR's 0.2325 for its KL-16 VAE). `configs/ar.py`'s `TINY_LATENT_SCALE` was
 set from it.
+
+`context` asks whether a masked generator's draws follow what it sees: test
+images are encoded, a random fraction of each image's tokens is left visible
+(`--visible`), and every hidden token is drawn once by the diffusion head
+(100 steps, no guidance). It prints the mean squared distance, in latent
+units, of the drawn tokens to the true ones and to the same positions of
+another test image: a head that uses the context lands much nearer its own
+image, and a sharp one nearer still as more is visible.
 
 `run` samples a trained generator workdir through the real CLI
 (`launch.sample.run`) once per setting and seed, then scores the samples with
@@ -76,6 +85,43 @@ def latent_std(tokenizer: str, data_dir: str) -> dict:
         "std": overall,
         "scale": 1.0 / overall,
     }
+
+
+def context_fit(generator: str, visible: list[float], data_dir: str) -> dict:
+    """Drawn-vs-true distances of a masked generator's hidden tokens per visible fraction."""
+    import jax
+    import jax.numpy as jnp
+
+    from visgen.data import DataConfig, make_eval_iterator
+    from visgen.generators import DiffusionOptions, DrawContext
+    from visgen.tasks.restore import load_trained
+
+    config, _, model, step = load_trained(generator)
+    gen = model.generator
+    if gen.method != "mar":
+        raise SystemExit("error: context needs a masked generator (configs/mar.py)")
+    data = DataConfig(**{**config.data, **({"data_dir": data_dir} if data_dir else {})})
+    batch = next(iter(make_eval_iterator(data, batch_size=256)))
+    latents = model.tokenizer.encode(jnp.asarray(batch["image"])).latents
+    latents = latents.reshape(latents.shape[0], gen.num_tokens, -1)
+    labels = jnp.asarray(batch["label"], jnp.int32)
+    head = DrawContext(1.0, DiffusionOptions(diffusion_steps=100, clip=950), False, 1.0)
+    draw = jax.jit(lambda h, k: gen.head.draw(h, k, head))
+    rows = []
+    for i, fraction in enumerate(visible):
+        seen = jax.random.uniform(jax.random.key(i), latents.shape[:2]) < fraction
+        hidden = gen.hidden_states(latents, labels, ~seen)
+        drawn = draw(hidden.reshape(-1, hidden.shape[-1]), jax.random.key(100 + i))
+        drawn = drawn.reshape(latents.shape)
+        hidden_at = ~np.asarray(seen)
+        to_true = np.asarray(jnp.mean(jnp.square(drawn - latents), -1))[hidden_at]
+        other = jnp.roll(latents, 1, axis=0)
+        to_other = np.asarray(jnp.mean(jnp.square(drawn - other), -1))[hidden_at]
+        rows.append({"visible": fraction, "to_true": float(to_true.mean()),
+                     "to_other_image": float(to_other.mean())})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return {"generator": os.path.abspath(generator), "step": int(step), "images": 256,
+            "rows": rows}  # fmt: skip
 
 
 def run_settings(args) -> dict:
@@ -175,6 +221,10 @@ def main(argv=None) -> int:
     std = sub.add_parser("latent-std", help="a continuous tokenizer's latent std")
     std.add_argument("--tokenizer", required=True)
     std.add_argument("--data-dir", default="")
+    ctx = sub.add_parser("context", help="do a masked generator's draws follow the visible tokens")
+    ctx.add_argument("--generator", required=True)
+    ctx.add_argument("--visible", default="0,0.5,0.9")
+    ctx.add_argument("--data-dir", default="")
     run = sub.add_parser("run", help="FID and counts per DiSA setting and seed")
     run.add_argument("--generator", required=True)
     run.add_argument("--out", required=True)
@@ -191,6 +241,10 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     if args.command == "latent-std":
         print(json.dumps(latent_std(args.tokenizer, args.data_dir), indent=2))
+        return 0
+    if args.command == "context":
+        visible = [float(v) for v in args.visible.split(",")]
+        print(json.dumps(context_fit(args.generator, visible, args.data_dir), indent=2))
         return 0
     os.makedirs(args.out, exist_ok=True)
     result = run_settings(args)

@@ -2,7 +2,7 @@ r"""FlexTok's claim in kind: one trained model, reconstructions from every prefi
 
   python -m bench.flextok_prefix --workdir outputs/flextok_tiny --out outputs/flextok_prefix \
       [--ks 1,2,4,8,16,32] [--max-examples 1000] [--rows 8] \
-      [--generator outputs/ar_flextok --num-samples 500]
+      [--generator outputs/ar_flextok --num-samples 500] [--diagnose] [--data-dir DIR]
 
 For each k, from the workdir's EMA weights on its eval split (the first
 `--max-examples` images): rFID under the `shapes` feature network, global
@@ -20,8 +20,16 @@ With `--generator` (an AR generator trained on this FlexTok's ids), the same
 same generated ids for every k) are decoded from their first k tokens, and
 each k gets its gFID against the test split and the classifier's accuracy
 on the requested class (`<out>/generation.json`, `<out>/samples_k*/`). The
-loop generates all K tokens; a causal model's first k of them are a k-step
-sample's, so `ar_steps_needed` is k while `ar_steps_run` is K.
+AR sampler stops after the k steps that draw a k-token prefix (the same ids
+as a full draw's first k), so `ar_steps_per_image` is k.
+
+With `--diagnose`, where the tokens' information goes (`<out>/diagnose.json`):
+the flow loss at fixed times t with the first k registers and with the null
+set (registers the decoder reads lower the loss at high t), the PSNR of the
+one-step decode (the decoder's posterior-mean estimate `eps - v(eps, 1)`)
+against the `decode_steps` Euler decode, and a linear probe's class accuracy
+on the first k tokens' latents (ridge regression fitted on the first 80% of
+the images, scored on the rest): whether the tokens carry the class at all.
 """
 
 import argparse
@@ -96,13 +104,76 @@ def generation_by_k(generator: str, out: str, ks: list[int], num: int) -> list[d
             k=k,
             gfid=res["fid"],
             class_accuracy=res["class_accuracy"],
-            ar_steps_needed=k,
-            ar_steps_run=stats["steps_per_sample"],
+            ar_steps_per_image=stats["steps_per_sample"],
+            forward_passes=stats["forward_passes"],
             options=stats["options"],
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def diagnose(tokenizer, images: jax.Array, labels: np.ndarray, ks: list[int]) -> dict:
+    """Flow loss by t and k (and null), one-step vs Euler PSNR by k, probe accuracy by k."""
+    from visgen.diffusion import rectified_flow as rf
+    from visgen.metrics import image
+    from visgen.nn.patchify import patchify
+
+    graphdef, state = nnx.split(tokenizer)
+    b = images.shape[0]
+
+    @jax.jit
+    def latents_of(state, x):
+        return nnx.merge(graphdef, state).encode(x).latents
+
+    @jax.jit
+    def flow_loss(state, latents, t, k, null):
+        tok = nnx.merge(graphdef, state)
+        x0 = patchify(images, tok.patch).astype(jnp.float32)
+        eps = jax.random.normal(jax.random.key(1), x0.shape)
+        times = jnp.full((b,), t)
+        keep, nulls = jnp.full((b,), k, jnp.int32), jnp.full((b,), null)
+        v = tok.decoder(rf.interpolate(x0, eps, times), times, latents, keep, nulls)
+        return jnp.mean(jnp.square(v - rf.velocity_target(x0, eps)))
+
+    def psnr_of(steps: int):
+        @jax.jit
+        def psnr(state, latents, k):
+            rec = nnx.merge(graphdef, state).decode(latents, num_tokens=k, steps=steps)
+            return jnp.mean(image.psnr(image.to_255(rec), image.to_255(images)))
+
+        return {str(k): float(psnr(state, latents, jnp.int32(k))) for k in ks}
+
+    latents = latents_of(state, images)
+    k_max = max(ks)
+    losses = {}
+    for t in (0.99, 0.95, 0.9, 0.7, 0.5, 0.3, 0.1):
+        row = {str(k): float(flow_loss(state, latents, t, k, False)) for k in ks}
+        row["null"] = float(flow_loss(state, latents, t, k_max, True))
+        losses[str(t)] = row
+    flat = np.asarray(latents).reshape(b, -1)
+    c = latents.shape[-1]
+    fit = int(0.8 * b)
+    classes = int(labels.max()) + 1
+    probe = {}
+    for k in ks:
+        feats = np.concatenate([flat[:, : k * c], np.ones((b, 1))], axis=1)
+        onehot = np.eye(classes)[labels]
+        gram = feats[:fit].T @ feats[:fit] + 0.1 * np.eye(feats.shape[1])
+        w = np.linalg.solve(gram, feats[:fit].T @ onehot[:fit])
+        probe[str(k)] = float(np.mean(np.argmax(feats[fit:] @ w, 1) == labels[fit:]))
+    return {
+        "images": b,
+        "flow_loss_by_t_and_k": losses,
+        "psnr_one_step": psnr_of(1),
+        "psnr_euler": psnr_of(tokenizer.decode_steps),
+        "euler_steps": tokenizer.decode_steps,
+        "probe_class_accuracy": probe,
+        "probe_majority_baseline": float(np.max(np.bincount(labels[fit:])) / (b - fit)),
+        "unique_codes": int(
+            len(np.unique(np.asarray(nnx.merge(graphdef, state).quantizer.indices(latents))))
+        ),
+    }
 
 
 def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int]) -> None:
@@ -116,6 +187,16 @@ def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int
     if config.tokenizer.name != "flextok":
         raise SystemExit(f"{args.workdir} holds a {config.tokenizer.name!r} tokenizer, not flextok")
     tokenizer = model.tokenizer
+    data = DataConfig(**{**config.data, **({"data_dir": args.data_dir} if args.data_dir else {})})
+    os.makedirs(args.out, exist_ok=True)
+    if args.diagnose:
+        n = min(args.max_examples or 1000, 1000)
+        batch = next(iter(make_eval_iterator(data, batch_size=n, max_examples=n)))
+        result = diagnose(tokenizer, jnp.asarray(batch["image"]), np.asarray(batch["label"]), ks)
+        result.update(workdir=args.workdir, step=step)
+        with open(os.path.join(args.out, "diagnose.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print(json.dumps(result, indent=2))
     features = load_features("shapes")
     rows = []
     for k in ks:
@@ -125,15 +206,14 @@ def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int
             max_examples=args.max_examples,
             batch_size=args.batch_size,
             num_tokens=k,
+            data_dir=args.data_dir,
         )
         row = {key: res[key] for key in ("rfid", "psnr", "ssim", "class_accuracy")}
         row.update(k=k, class_accuracy_originals=res["class_accuracy_originals"])
         rows.append(row)
         print(json.dumps(row), flush=True)
-    data = DataConfig(**config.data)
     batch = next(iter(make_eval_iterator(data, batch_size=args.rows, max_examples=args.rows)))
     images = jnp.asarray(batch["image"])
-    os.makedirs(args.out, exist_ok=True)
     save_png(os.path.join(args.out, "prefix_grid.png"), prefix_grid(tokenizer, images, ks), 4)
     result = {
         "workdir": args.workdir,
@@ -162,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", default="", help="an AR workdir on this FlexTok's ids")
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--generation-only", action="store_true", help="skip reconstructions")
+    parser.add_argument(
+        "--diagnose", action="store_true", help="also write diagnose.json (see the docstring)"
+    )
+    parser.add_argument("--data-dir", default="", help="override the workdir's data.data_dir")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.decode_seeds.split(",")]

@@ -92,10 +92,10 @@ CAPTION_WORDS = {"shapes": 32, "shapes_video": 48}
 MAR_B_HEAD = dict(depth=6, mlp_width=1024)
 # `diffusion`: latents are modelled as `scale * latent` (MAR: 0.2325 for its KL-16 VAE), one
 # factor per tokenizer config, 1 / (the std of its latents). `configs/vq2d.py:tiny,latent=vae`
-# trained 1,500 steps on `shapes`: test latents' std 0.647 (channels 0.086..1.159), measured
-# by `python -m bench.disa_claim latent-std --tokenizer WORKDIR` (docs/results.md, MAR/DiSA).
+# (8 x 8 x 16) trained 1,500 steps on `shapes`: test latents' std 0.5115, measured by
+# `python -m bench.disa_claim latent-std --tokenizer WORKDIR` (docs/results.md, MAR/DiSA).
 # At full size, set `generator.head.scale` for the tokenizer used.
-TINY_LATENT_SCALE = 1.545
+TINY_LATENT_SCALE = 1.955
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

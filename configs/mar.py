@@ -8,10 +8,10 @@ Gaussian-bottleneck tokenizer, then the generator on its latents, then sample
   python -m launch.train --config configs/vq2d.py:tiny,latent=vae --workdir outputs/vae_tiny
   python -m launch.train --config configs/mar.py:tiny --workdir outputs/mar_tiny \
       --config.tokenizer_workdir=outputs/vae_tiny
-  python -m launch.sample --workdir outputs/mar_tiny --method mar --num-iter 64 \
+  python -m launch.sample --workdir outputs/mar_tiny --method mar --num-iter 16 \
       --disa linear:50:5 --num 64 --out outputs/mar_tiny/samples
 
-Variants (comma separated): `tiny` (32 px `shapes`, on the 16 x 16 x 8 latents
+Variants (comma separated): `tiny` (32 px `shapes`, on the 8 x 8 x 16 latents
 of `configs/vq2d.py:tiny,latent=vae`); `size=B|L|H` (MAR-B/L/H: 768/12,
 1024/16, 1280/20 blocks, 64 buffer tokens, diffusion heads 6x1024, 8x1280,
 12x1536, on ImageNet 256 with a 16-channel KL latent); `data=<tfds name or
@@ -30,9 +30,12 @@ Full sizes keep MAR's recipe where it fits this launcher: AdamW lr 8e-4
 (MAR's blr 1e-4 x batch 2048 / 256), betas (0.9, 0.95), weight decay 0.02,
 grad clip 3, EMA 0.9999, 800 epochs of ImageNet at batch 2048 with 100
 warm-up epochs (500,000 and 62,500 steps). `tiny` is sized for minutes on a
-2-core CPU: width 64, 2 blocks, 4 buffer tokens, a 2 x 64 head, batch 16, lr
-2e-3, grad clip 3, 2,000 steps; its sampling defaults clamp timesteps to 950
-(`clip`), as `configs/ar.py:...,diffusion` does.
+2-core CPU, on the 8 x 8 x 16 latents of `configs/vq2d.py:tiny,latent=vae`:
+width 96, 4 blocks, 4 buffer tokens, a 3 x 128 head (the backbone and head of
+`configs/ar.py:tokenizer=vq2d,tiny,diffusion`, so the two backbones compare
+at equal size), batch 16, lr 2e-3, grad clip 3, 2,000 steps; its sampling
+defaults clamp timesteps to 950 (`clip`), as `configs/ar.py:...,diffusion`
+does. docs/notes/2026-12-06-mar-tiny.md has what it reaches.
 """
 
 import importlib.util

@@ -57,14 +57,14 @@ RECIPES: dict[str, Recipe] = {
         tokenizer="configs/flextok.py:tiny",
         generator="configs/ar.py:tokenizer=flextok,tiny",
         summary="FlexTok (32 1D FSQ tokens, any prefix decodes with a rectified-flow decoder) "
-        "+ AR with a categorical head; samples decoded from their first 8 tokens",
+        "+ AR with a categorical head; samples drawn in 8 AR steps and decoded from those 8 tokens",
         sample_args=("--num-tokens", "8"),
         pfid=False,
     ),
     "mar": Recipe(
         tokenizer="configs/vq2d.py:tiny,latent=vae",
         generator="configs/mar.py:tiny",
-        summary="2D grid VAE (16 x 16 latents of 8 channels) + MAR's masked generator with the "
+        summary="2D grid VAE (8 x 8 latents of 16 channels) + MAR's masked generator with the "
         "diffusion head, sampled in 16 iterations with DiSA's linear 50 -> 5 diffusion steps",
         # Token caches hold integer ids; a continuous tokenizer's latents are encoded per batch.
         token_cache=False,

@@ -370,8 +370,16 @@ def run(argv=None) -> dict:
         except UnsupportedHead as e:
             raise UsageError(f"{e}: use --method ar") from None
     sampler, sjd = _sampler(args, generator.step_layout)
-    # A causal generator's first k tokens are a k-step sample's: decoding the prefix of the
-    # full sample draws from the same distribution (the loop still runs every step).
+    # A causal generator's first k tokens are a k-step sample's: plain AR stops after the
+    # steps that draw them (the same tokens as the full draw's first k); SJD and MAR draw
+    # every token and the prefix is decoded.
+    steps_run = generator.num_steps
+    if args.num_tokens is not None and args.method == "ar":
+        import functools
+
+        per_step = generator.num_tokens // generator.num_steps
+        steps_run = -(-args.num_tokens // per_step)
+        sampler = functools.partial(sampler, num_steps=steps_run)
     decode = nnx.jit(lambda m, t: task.decode(m, t, num_tokens=args.num_tokens))
     batch = min(args.batch_size, args.num)
     batches = math.ceil(args.num / batch)
@@ -420,8 +428,8 @@ def run(argv=None) -> dict:
         "seconds": seconds,
         "images_per_s": args.num / seconds,
         "tokens_generated": int(args.num * model.generator.num_tokens),
-        "steps_per_sample": int(model.generator.num_steps),
-        **_pass_stats(totals, batches, batch, model.generator.num_steps, bool(sjd)),
+        "steps_per_sample": int(steps_run),
+        **_pass_stats(totals, batches, batch, steps_run, bool(sjd)),
         "method": args.method,
         "options": options.to_dict(),
         "seed": args.seed,

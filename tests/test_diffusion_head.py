@@ -108,7 +108,7 @@ def test_config_variants_for_continuous_tokens():
 
     vae = load_config_file("configs/vq2d.py:tiny,latent=vae")
     assert vae.tokenizer.quantizer.to_dict() == {"name": "gaussian", "kl_weight": 1e-6}
-    assert vae.tokenizer.token_dim == 8
+    assert (vae.tokenizer.token_dim, vae.tokenizer.patch_size) == (16, 4)  # an 8 x 8 grid
     assert load_config_file("configs/vq2d.py:latent=vae").tokenizer.token_dim == 16
     with pytest.raises(ValueError, match="latent must be one of vq, vae"):
         load_config_file("configs/vq2d.py:tiny,latent=fsq")
@@ -147,17 +147,17 @@ def test_continuous_generator_trains_and_samples_through_the_task_and_cli(shapes
     assert 0 < result.eval_metrics["mean_latent_baseline_mse"] < 1
     assert os.path.isfile(os.path.join(gen_dir, "images", "preview_0000002.png"))
     _, _, model, _ = load_trained(gen_dir)
-    assert model.generator.spec.kind == "continuous" and model.generator.spec.channels == 8
+    assert model.generator.spec.kind == "continuous" and model.generator.spec.channels == 16
 
     out = str(tmp_path / "samples")
     base = ["--workdir", gen_dir, "--out", out, "--num", "3", "--batch-size", "3"]
     stats = sample_cli.run([*base, "--diffusion-steps", "4"])
     assert stats["options"]["diffusion_steps"] == 4 and stats["options"]["disa"] == ""
-    assert stats["forward_passes"] == 256 and stats["head_evaluations"] == 256 * 4  # no collision
+    assert stats["forward_passes"] == 64 and stats["head_evaluations"] == 64 * 4  # no collision
     with np.load(os.path.join(out, "samples.npz")) as f:
         assert f["images"].shape == (3, 32, 32, 3) and f["images"].dtype == np.uint8
     disa = sample_cli.run([*base, "--disa", "linear:6:2"])
-    counts = DisaSchedule.parse("linear:6:2").steps(256)
+    counts = DisaSchedule.parse("linear:6:2").steps(64)
     assert disa["head_evaluations"] == sum(effective_steps(int(c), 950) for c in counts)
     with open(os.path.join(out, "stats.json")) as f:
         assert json.load(f)["head_evaluations"] == disa["head_evaluations"]

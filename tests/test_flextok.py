@@ -162,6 +162,30 @@ def test_training_step_is_a_finite_flow_loss_that_reaches_the_encoder(tok):
     assert max(float(jnp.max(jnp.abs(g))) for g in enc_grad) > 0  # through FSQ's STE
 
 
+def test_sincos_positions_are_fixed_distinct_and_unit_scale():
+    from visgen.tokenizers.flextok_nn import sincos_2d
+
+    pos = np.asarray(sincos_2d((4, 4), 16))
+    assert pos.shape == (16, 16)
+    # Every patch gets its own code; each row/column half has unit mean square (sin^2 + cos^2).
+    assert len({tuple(np.round(p, 5)) for p in pos}) == 16
+    np.testing.assert_allclose(np.mean(np.square(pos), axis=1), 0.5, rtol=1e-5)
+    # The row half depends on the row only, the column half on the column only.
+    np.testing.assert_allclose(pos[1, :8], pos[2, :8])
+    np.testing.assert_allclose(pos[4, 8:], pos[8, 8:])
+    learned = make_tokenizer(
+        "flextok", image_size=16, patch_size=4, width=16, depth=1, decoder_depth=1, heads=2,
+        num_registers=K, token_dim=3, quantizer=dict(name="fsq", levels=(5, 4, 3)),
+        pos_embed="learned", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert "table" in nnx.state(learned.encoder.pos, nnx.Param)
+    assert not nnx.state(make_tokenizer(
+        "flextok", image_size=16, patch_size=4, width=16, depth=1, decoder_depth=1, heads=2,
+        num_registers=K, token_dim=3, quantizer=dict(name="fsq", levels=(5, 4, 3)),
+        rngs=nnx.Rngs(0),
+    ).encoder.pos, nnx.Param)  # fmt: skip
+
+
 def test_bad_inputs_are_refused(tok):
     tokens = _tokens(tok, _images())
     with pytest.raises(ValueError, match="num_tokens must be in 1..8"):
@@ -173,6 +197,11 @@ def test_bad_inputs_are_refused(tok):
                        decoder_depth=1, heads=2, num_registers=K, token_dim=3,
                        quantizer=dict(name="fsq", levels=(5, 4, 3)), nested_dropout="geo",
                        rngs=nnx.Rngs(0))  # fmt: skip
+    with pytest.raises(ValueError, match="pos_embed must be one of sincos, learned"):
+        make_tokenizer("flextok", image_size=16, patch_size=4, width=32, depth=1,
+                       decoder_depth=1, heads=2, num_registers=K, token_dim=3,
+                       quantizer=dict(name="fsq", levels=(5, 4, 3)), pos_embed="rope",
+                       rngs=nnx.Rngs(0))  # fmt: skip
 
 
 @pytest.mark.parametrize(("size", "depth"), [("d12", 12), ("d18", 18)])
@@ -183,5 +212,5 @@ def test_the_paper_size_configs_build(size, depth):
     model = nnx.eval_shape(lambda: make_tokenizer(**args, rngs=nnx.Rngs(0)))
     # 256 registers of FSQ [8, 8, 8, 5, 5, 5]; width 64 * depth; 256 patches (16 px at 256 px).
     assert model.spec.layout == (256,) and model.spec.vocab_size == 64_000
-    assert model.encoder.pos.shape == (256, 64 * depth)
+    assert model.encoder.pos().shape == (256, 64 * depth)
     assert len(model.encoder.blocks) == len(model.decoder.blocks) == depth

@@ -1,6 +1,7 @@
 """`--num-tokens k` through the real tools on a FlexTok workdir trained for 2 steps:
 `evals.recon`, `evals.fid rfid` (the shapes classifier as the feature network) and
-`launch.sample` on an AR generator trained on FlexTok's 1D ids.
+`launch.sample` on an AR generator trained on FlexTok's 1D ids (which runs only the k
+AR steps a k-token prefix needs).
 
 A 2-step model reconstructs noise, so these check the plumbing (the prefix reaches
 the decoder, results record k, bad k is refused), not quality: `bench/flextok_prefix.py`
@@ -50,9 +51,13 @@ def test_sample_decodes_a_prefix_of_the_generated_ids(flextok, trained_workdir, 
     generator = trained_workdir("configs/ar.py:tokenizer=flextok,tiny", tokenizer_workdir=flextok)
     argv = ["--workdir", generator, "--num", "3", "--num-tokens", "4"]
     stats = sample_cli.run([*argv, "--out", str(tmp_path / "k4")])
-    assert stats["num_tokens"] == 4 and stats["steps_per_sample"] == 32
+    # Plain AR stops after the 4 steps that draw the prefix (one pass per step, one batch).
+    assert stats["num_tokens"] == 4 and stats["steps_per_sample"] == 4
+    assert stats["forward_passes"] == 4 and stats["step_compression"] == 1.0
     with np.load(tmp_path / "k4" / "samples.npz") as f:
         assert f["images"].shape == (3, 32, 32, 3)
+    full = sample_cli.run([*argv[:-2], "--out", str(tmp_path / "all")])
+    assert full["steps_per_sample"] == 32 and full["forward_passes"] == 32
     with pytest.raises(sample_cli.UsageError, match="1..32"):
         sample_cli.run(["--workdir", generator, "--num", "3", "--num-tokens", "0", "--out",
                         str(tmp_path / "bad")])  # fmt: skip

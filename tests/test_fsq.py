@@ -64,3 +64,20 @@ def test_bad_levels_and_dims_are_refused():
         make_quantizer("fsq", dim=4, rngs=nnx.Rngs(0), levels=(8, 5))
     with pytest.raises(ValueError, match="ints >= 1"):
         make_quantizer("fsq", dim=2, rngs=nnx.Rngs(0), levels=(8, 0))
+
+
+def test_drop_quant_skips_the_rounding_for_whole_examples_in_training_only():
+    q = make_quantizer("fsq", dim=2, rngs=nnx.Rngs(0), levels=(8, 5), drop_quant_p=0.5)
+    z = jnp.asarray(np.random.default_rng(2).normal(size=(64, 3, 2)), jnp.float32)
+    rounded = q(z).latents
+    out = q(z, train=True, rng=jax.random.key(0))
+    unrounded = np.asarray(q.bound(z) / jnp.asarray([4.0, 2.0]))
+    skipped = np.all(np.isclose(out.latents, unrounded, atol=1e-6), axis=(1, 2))
+    kept = np.all(np.isclose(out.latents, rounded, atol=1e-6), axis=(1, 2))
+    # Every example is either wholly unrounded or wholly rounded, and both occur.
+    assert np.all(skipped ^ kept) and 10 < skipped.sum() < 54
+    np.testing.assert_array_equal(out.indices, q(z).indices)  # ids are always the codes
+    with pytest.raises(ValueError, match="needs an rng"):
+        q(z, train=True)
+    with pytest.raises(ValueError, match=r"drop_quant_p must be in \[0, 1\)"):
+        make_quantizer("fsq", dim=2, rngs=nnx.Rngs(0), levels=(8, 5), drop_quant_p=1.0)

@@ -48,13 +48,13 @@ from visgen.token_spec import TokenSpec
 # (width, depth, heads) of MAR-B/L/H (their encoder's and decoder's depth each) and the
 # diffusion head's (depth, width) (MAR's released configs); `tiny` for tests and the demo.
 SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (64, 2, 4),
+    "tiny": (96, 4, 4),
     "B": (768, 12, 12),
     "L": (1024, 16, 16),
     "H": (1280, 20, 16),
 }
 HEAD_SIZES: dict[str, tuple[int, int]] = {
-    "tiny": (2, 64),
+    "tiny": (3, 128),
     "B": (6, 1024),
     "L": (8, 1280),
     "H": (12, 1536),

@@ -15,6 +15,13 @@ FlexTok uses it (levels `[8, 8, 8, 5, 5, 5]`, 64,000 codes; see
 - ids are mixed-radix: `id = sum_i digit_i * prod_{j < i} L_j` with
   `digit_i = round(bound(z)_i) + floor(L_i / 2)`, and back.
 
+- `drop_quant_p` (FlexTok's FSQ knob; its value in the released configs is
+  unknown): in training, each example skips the rounding with this
+  probability, so its latents are the bounded values `bound(z) / floor(L / 2)`.
+  The decoder then sees feature variations smaller than a rounding step, which
+  rounding would erase, and learns to read them; ids are always the rounded
+  codes'.
+
 There is no codebook to learn, so there are no losses and nothing to revive.
 A level of 1 is allowed (a channel that is always 0), which lets small tests
 and tiny configs choose any codebook size.
@@ -47,6 +54,8 @@ class FiniteScalarQuantizer(nnx.Module):
       dim: latent channels `C`; must equal `len(levels)`.
       levels: levels per channel, each >= 1; the codebook has `prod(levels)` codes.
       eps: widens the tanh bound slightly so that the extreme levels are reached.
+      drop_quant_p: training only: the probability that an example (leading axis) skips
+        the rounding (needs `rng`); 0 = always round.
       rngs: unused (no parameters); accepted like every registered quantizer.
     """
 
@@ -59,9 +68,13 @@ class FiniteScalarQuantizer(nnx.Module):
         *,
         levels: Sequence[int] = PAPER_LEVELS,
         eps: float = 1e-3,
+        drop_quant_p: float = 0.0,
         rngs=None,
     ):
         del rngs
+        if not 0.0 <= drop_quant_p < 1.0:
+            raise ValueError(f"FSQ drop_quant_p must be in [0, 1), got {drop_quant_p}")
+        self.drop_quant_p = drop_quant_p
         levels = tuple(int(level) for level in levels)
         if not levels or any(level < 1 for level in levels):
             raise ValueError(f"FSQ levels must be a non-empty list of ints >= 1, got {levels}")
@@ -122,16 +135,23 @@ class FiniteScalarQuantizer(nnx.Module):
     def __call__(
         self, z: jax.Array, *, train: bool = False, rng: jax.Array | None = None
     ) -> Quantized:
-        """Quantize `z: [..., C]`; deterministic (`train` and `rng` are unused).
+        """Quantize `z: [..., C]`; deterministic unless `train` with `drop_quant_p > 0`
+        (then `rng` picks the examples, along the leading axis, that skip the rounding).
 
         Stats, as VQ's: `perplexity` of the batch's code distribution and
         `code_usage`, the fraction of the `prod(levels)` codes it uses.
         """
-        del train, rng
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ features have dim {z.shape[-1]}, expected {self.dim}")
         latents = self.quantize(z)
         ids = self.indices(jax.lax.stop_gradient(latents))
+        if train and self.drop_quant_p > 0:
+            if rng is None:
+                raise ValueError("FSQ with drop_quant_p > 0 needs an rng in training")
+            skip = jax.random.bernoulli(rng, self.drop_quant_p, (z.shape[0],))
+            skip = skip.reshape((-1,) + (1,) * (z.ndim - 1))
+            unrounded = self.bound(z) / jnp.asarray(self._half_width, jnp.float32)
+            latents = jnp.where(skip, unrounded, latents)
         counts = jnp.bincount(ids.reshape(-1), length=self.codebook_size)
         probs = counts.astype(jnp.float32) / ids.size
         stats = {

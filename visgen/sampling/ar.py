@@ -29,9 +29,18 @@ over all `c + M - 1` positions each step (later, not-yet-sampled positions
 are causally masked out of what is read), so its cost per step is that of
 the longest prefix, not the current one.
 
-`stats` reports `forward_passes` (one per step, so `M`; the prefill counts
-as one; a doubled CFG batch is still one pass) and `tokens_generated`
-(`B * N`), and for a head that counts its own network's evaluations
+A static `num_steps = s < M` (`sample(..., num_steps=s)`) stops the loop
+after its first `s` steps: a k-token prefix of a 1D tokenizer's sequence
+(FlexTok) needs only its first steps, since a causal model's first `s` steps
+do not depend on the later ones. The tokens of the steps not run are 0 (the
+output keeps its static shape `[B, N, ...]`); the steps run draw exactly the
+full loop's tokens (the same per-step keys, and the guidance schedule keeps
+its length `M`), and the KV cache is only as long as the `s` steps need.
+
+`stats` reports `forward_passes` (one per step run, so `M`, or `s`: the AR
+steps; the prefill counts as one; a doubled CFG batch is still one pass) and
+`tokens_generated` (`B * N`, or the `B * s * g` tokens of the steps run),
+and for a head that counts its own network's evaluations
 (`visgen.generators.CountsEvaluations`: a diffusion head's denoising steps)
 `head_evaluations`, counted like forward passes (once per batch).
 """
@@ -65,11 +74,15 @@ def _decode_loop(
     options: SampleOptions,
     use_cache: bool,
     nocache_steps: int | None = None,
+    num_steps: int | None = None,
 ) -> jax.Array:
     """`nocache_steps`: without the cache, run only the first steps (the rest stay 0):
-    every step costs the same, so benchmarks time a few to rate the whole loop."""
+    every step costs the same, so benchmarks time a few to rate the whole loop.
+    `num_steps`: run only the first steps, with or without the cache (a prefix; the
+    rest stay 0)."""
     model = nnx.merge(graphdef, state)
     b, steps = cond.shape[0], model.num_steps
+    run = steps if num_steps is None else num_steps
     head_options = options.head_options(model.head)
     if options.guided:
         # Rows [0, B) are conditional, rows [B, 2B) the same conditions dropped to null.
@@ -101,7 +114,7 @@ def _decode_loop(
     if use_cache:
         full = jax.eval_shape(lambda: model.init_cache(cond_all.shape[0]))
         cache_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(full))
-        segments = cache_segments(steps, CACHE_SEGMENTS if cache_bytes >= SEGMENT_MIN_BYTES else 1)
+        segments = cache_segments(run, CACHE_SEGMENTS if cache_bytes >= SEGMENT_MIN_BYTES else 1)
         first = model.prefix + segments[0][1] - 1 if segments else model.max_len
         cache = model.init_cache(cond_all.shape[0], max_len=first)
         hidden, cache = model.prefill(cond_all, cache, drop=drop)
@@ -131,7 +144,7 @@ def _decode_loop(
 
     hidden_shape = jax.ShapeDtypeStruct((cond_all.shape[0], model.width), jnp.float32)
     first = jax.eval_shape(pick, hidden_shape, 0)
-    tokens = jax.lax.fori_loop(0, nocache_steps or steps, step_full, empty(first))
+    tokens = jax.lax.fori_loop(0, nocache_steps or run, step_full, empty(first))
     return model.trunk_input.from_steps(tokens)
 
 
@@ -155,7 +168,8 @@ def grow_cache(cache: Cache, length: int) -> Cache:
 
 
 _decode_loop_jit = jax.jit(
-    _decode_loop, static_argnames=("graphdef", "options", "use_cache", "nocache_steps")
+    _decode_loop,
+    static_argnames=("graphdef", "options", "use_cache", "nocache_steps", "num_steps"),
 )
 
 ModelLike = nnx.Module | tuple[nnx.GraphDef, nnx.State]
@@ -175,18 +189,28 @@ def _run(
     rng: jax.Array,
     options: SampleOptions | None,
     use_cache: bool,
+    num_steps: int | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     graphdef, state = as_graph_state(model)
     options = options or SampleOptions()
-    tokens = _decode_loop_jit(
-        graphdef, state, jnp.asarray(cond), rng, options=options, use_cache=use_cache
-    )
-    b, n = tokens.shape[:2]
     merged = model if isinstance(model, nnx.Module) else nnx.merge(graphdef, state)
-    stats = {"forward_passes": merged.num_steps, "tokens_generated": b * n}
+    steps = merged.num_steps
+    if num_steps is not None and not (
+        isinstance(num_steps, int) and not isinstance(num_steps, bool) and 1 <= num_steps <= steps
+    ):
+        raise ValueError(
+            f"num_steps must be an int in 1..{steps} (the model's steps), got {num_steps!r}"
+        )
+    run = steps if num_steps is None else num_steps
+    tokens = _decode_loop_jit(
+        graphdef, state, jnp.asarray(cond), rng, options=options, use_cache=use_cache,
+        num_steps=None if run == steps else run,
+    )  # fmt: skip
+    b, n = tokens.shape[:2]
+    stats = {"forward_passes": run, "tokens_generated": b * n * run // steps}
     if isinstance(merged.head, CountsEvaluations):
         head_options = options.head_options(merged.head)
-        stats["head_evaluations"] = merged.head.evaluations(head_options, merged.num_steps)
+        stats["head_evaluations"] = merged.head.evaluations(head_options, run)
     return tokens, stats
 
 
@@ -195,6 +219,7 @@ def sample(
     cond: jax.Array,
     rng: jax.Array,
     options: SampleOptions | None = None,
+    num_steps: int | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Sample token ids with the KV cache.
 
@@ -204,14 +229,19 @@ def sample(
       rng: a PRNG key; equal keys give equal samples.
       options: decoding options (static: a new value compiles a new loop);
         None means `SampleOptions()`.
+      num_steps: run only the first `s` of the `M` steps (static, `1..M`; a prefix of a
+        1D tokenizer's sequence); None runs all `M`.
 
     Returns:
-      tokens `[B, N, ...]` in raster order of the tokenizer's layout, and stats
-      `{"forward_passes": M, "tokens_generated": B * N}` (`M` steps of
-      `g = N / M` tokens each: a Token-Shuffle window has `g = s^2`), plus
-      `head_evaluations` for a head that counts them (`CountsEvaluations`).
+      tokens `[B, N, ...]` in raster order of the tokenizer's layout (0 past the steps
+      run), and stats `{"forward_passes": s, "tokens_generated": B * s * g}`
+      (`s = M` steps of `g = N / M` tokens each by default: a Token-Shuffle window has
+      `g = s^2`), plus `head_evaluations` for a head that counts them (`CountsEvaluations`).
+
+    Raises:
+      ValueError: `num_steps` outside `1..M`.
     """
-    return _run(model, cond, rng, options, use_cache=True)
+    return _run(model, cond, rng, options, use_cache=True, num_steps=num_steps)
 
 
 def sample_no_cache(
@@ -219,6 +249,7 @@ def sample_no_cache(
     cond: jax.Array,
     rng: jax.Array,
     options: SampleOptions | None = None,
+    num_steps: int | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """As `sample`, recomputing the full sequence each step (no KV cache).
 
@@ -226,4 +257,4 @@ def sample_no_cache(
     floating-point ties (the no-cache loop needs discrete tokens: it feeds
     zeros for the steps not drawn yet).
     """
-    return _run(model, cond, rng, options, use_cache=False)
+    return _run(model, cond, rng, options, use_cache=False, num_steps=num_steps)

@@ -4,7 +4,8 @@ Bachmann et al. 2025, "FlexTok: Resampling Images into 1D Token Sequences of
 Flexible Length" (apple/ml-flextok is inference-only; the facts we follow are
 in `../shared/papers/tokenizers.md` section 2). Written from those facts:
 
-- Encoder: patches (linear) + `K` learned registers in one transformer whose
+- Encoder: patches (linear, plus fixed 2D sin-cos positions as the paper's;
+  `pos_embed="learned"` for learned ones) + `K` learned registers in one transformer whose
   attention mask lets patches see patches only and register `r` see every
   patch and registers `0..r` (`encoder_mask`). Registers -> linear (random
   init; the paper's is zero) -> the quantizer (FSQ, `[8, 8, 8, 5, 5, 5]` in the paper).
@@ -24,9 +25,13 @@ in `../shared/papers/tokenizers.md` section 2). Written from those facts:
 
 Simplified against the paper (also in the README zoo row): the patches are
 pixel patches, not a frozen VAE latent's (no VAE in this tree at 256 px);
-learned position embeddings instead of 2D sin-cos; no REPA loss (it needs
-DINOv2 weights, which are not available offline); no APG (plain CFG), and no
-FSQ `drop_quant_p` / `corrupt_tokens_p`. Images only (no video).
+no REPA loss (it needs DINOv2 weights, which are not available offline); no
+APG (plain CFG), and no FSQ `corrupt_tokens_p` (`drop_quant_p` is the FSQ
+quantizer's option). Images only (no video).
+
+Not in the paper: `head_init_std`, the register head's own init (the paper
+zero-initialises it). The tiny
+config's other departures are hyperparameters (`configs/flextok.py`).
 """
 
 import math
@@ -48,10 +53,29 @@ from visgen.tokenizers.flextok_nn import (
     MaskedBlock,
     TimestepEmbedder,
     plain_norm,
+    sincos_2d,
 )
 
 PAPER_QUANTIZER = MappingProxyType(dict(name="fsq", levels=(8, 8, 8, 5, 5, 5)))
 KEEP_DISTRIBUTIONS = ("uniform", "pow2")
+POS_EMBEDS = ("sincos", "learned")
+
+
+class PatchPositions(nnx.Module):
+    """Patch position embeddings `[N, D]`: fixed 2D sin-cos (the paper's) or learned."""
+
+    def __init__(self, grid: tuple[int, int], width: int, kind: str, rngs: nnx.Rngs):
+        if kind not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {', '.join(POS_EMBEDS)}, got {kind!r}")
+        self.grid, self.width, self.kind = tuple(grid), width, kind
+        if kind == "learned":
+            n = grid[0] * grid[1]
+            self.table = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n, width)))
+
+    def __call__(self) -> jax.Array:
+        if self.kind == "learned":
+            return self.table[...]
+        return sincos_2d(self.grid, self.width)
 
 
 def encoder_mask(num_patches: int, num_registers: int) -> jax.Array:
@@ -89,12 +113,12 @@ class FlexTokEncoder(nnx.Module):
 
     def __init__(
         self, *, patch_dim, num_patches, num_registers, width, depth, heads, out_dim, init,
-        dtype, rngs,
+        grid, pos_embed, head_init, dtype, rngs,
     ):  # fmt: skip
         self.dtype = dtype
         self.num_patches = num_patches
         self.patch_embed = nnx.Linear(patch_dim, width, kernel_init=init, dtype=dtype, rngs=rngs)
-        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (num_patches, width)))
+        self.pos = PatchPositions(grid, width, pos_embed, rngs)
         self.registers = nnx.Param(
             0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (num_registers, width))
         )
@@ -103,12 +127,12 @@ class FlexTokEncoder(nnx.Module):
         )
         # The paper zero-initialises this head; a small random init lets a tiny model's
         # registers carry information from the first steps (FSQ ids all 0 otherwise).
-        self.head = nnx.Linear(width, out_dim, kernel_init=init, rngs=rngs)
+        self.head = nnx.Linear(width, out_dim, kernel_init=head_init, rngs=rngs)
 
     def sequence(self, patches: jax.Array) -> jax.Array:
         """The transformer's input `[B, N + K, D]`: embedded patches then registers."""
         b = patches.shape[0]
-        x = self.patch_embed(patches.astype(self.dtype)).astype(jnp.float32) + self.pos[...]
+        x = self.patch_embed(patches.astype(self.dtype)).astype(jnp.float32) + self.pos()
         regs = jnp.broadcast_to(self.registers[...], (b, *self.registers.shape))
         return jnp.concatenate([x, regs], axis=1)
 
@@ -130,12 +154,13 @@ class FlexTokDecoder(nnx.Module):
 
     def __init__(
         self, *, patch_dim, num_patches, num_registers, token_dim, width, depth, heads, init,
-        dtype, rngs,
+        grid, pos_embed, dtype, rngs,
     ):  # fmt: skip
         self.dtype = dtype
         self.num_patches = num_patches
+        self.width = width
         self.patch_embed = nnx.Linear(patch_dim, width, kernel_init=init, dtype=dtype, rngs=rngs)
-        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (num_patches, width)))
+        self.pos = PatchPositions(grid, width, pos_embed, rngs)
         self.register_embed = nnx.Linear(token_dim, width, kernel_init=init, rngs=rngs)
         self.register_pos = nnx.Param(
             0.02 * jax.random.normal(rngs.params(), (num_registers, width))
@@ -156,7 +181,7 @@ class FlexTokDecoder(nnx.Module):
     def __call__(
         self, x_t: jax.Array, t: jax.Array, latents: jax.Array, keep: jax.Array, null: jax.Array
     ) -> jax.Array:
-        patches = self.patch_embed(x_t.astype(self.dtype)).astype(jnp.float32) + self.pos[...]
+        patches = self.patch_embed(x_t.astype(self.dtype)).astype(jnp.float32) + self.pos()
         regs = self.register_embed(latents.astype(jnp.float32))
         regs = nested_dropout(regs, keep, self.mask_token[...])
         regs = jnp.where(null[:, None, None], self.null_registers[...][None], regs)
@@ -184,6 +209,8 @@ class FlexTok(nnx.Module):
       decode_steps: Euler steps of `decode` and `__call__`.
       guidance: CFG scale of `decode` (1 = no guidance, one decoder pass per step).
       init_std: std of the linear layers' init.
+      head_init_std: std of the encoder's register head (before FSQ); None = `init_std`.
+      pos_embed: patch positions, `sincos` (fixed 2D, the paper's) or `learned`.
       dtype: compute dtype; params, residual stream and norms are float32.
       rngs: parameter initialisation.
     """
@@ -207,6 +234,8 @@ class FlexTok(nnx.Module):
         decode_steps: int = 25,
         guidance: float = 1.0,
         init_std: float = 0.02,
+        head_init_std: float | None = None,
+        pos_embed: str = "sincos",
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -234,11 +263,13 @@ class FlexTok(nnx.Module):
         shared = dict(
             patch_dim=patch_dim, num_patches=num_patches, num_registers=num_registers,
             width=width, heads=heads, init=nnx.initializers.normal(stddev=init_std),
-            dtype=dtype, rngs=rngs,
+            grid=self.grid, pos_embed=pos_embed, dtype=dtype, rngs=rngs,
         )  # fmt: skip
+        head_std = init_std if head_init_std is None else head_init_std
         self.encoder = FlexTokEncoder(
-            depth=depth, out_dim=quantizer_input_dim(**quantizer), **shared
-        )
+            depth=depth, out_dim=quantizer_input_dim(**quantizer),
+            head_init=nnx.initializers.normal(stddev=head_std), **shared,
+        )  # fmt: skip
         self.decoder = FlexTokDecoder(depth=decoder_depth, token_dim=token_dim, **shared)
         self.quantizer = make_quantizer(**quantizer, rngs=rngs)
         if self.quantizer.kind != "discrete":
@@ -351,10 +382,10 @@ class FlexTok(nnx.Module):
         nested dropout and null-register dropout; no pixel regression by the task."""
         if rng is None:
             raise ValueError("FlexTok.training_step needs an rng (noise, times, nested dropout)")
-        encoded = self.encode(x, text=text, train=True)
+        t_rng, eps_rng, keep_rng, null_rng, quant_rng = jax.random.split(rng, 5)
+        encoded = self.encode(x, text=text, train=True, rng=quant_rng)
         x0 = patchify(x, self.patch).astype(jnp.float32)
         b = x0.shape[0]
-        t_rng, eps_rng, keep_rng, null_rng = jax.random.split(rng, 4)
         t = rf.logit_normal_times(t_rng, b, mean=self.time_mean, std=self.time_std)
         eps = jax.random.normal(eps_rng, x0.shape, jnp.float32)
         keep = sample_keep(keep_rng, b, self.num_registers, self.keep_distribution)

@@ -31,6 +31,24 @@ def plain_norm(x: jax.Array) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(var + NORM_EPS)
 
 
+def sincos_2d(grid: tuple[int, int], width: int) -> jax.Array:
+    """Fixed 2D sin-cos position embeddings `[h * w, width]` float32 (row-major patches).
+
+    Half the channels encode the row, half the column; each half is sin and cos of
+    the position at `width / 4` geometric frequencies (MAE's; FlexTok's encoder
+    uses 2D sin-cos). Their unit scale dominates a freshly initialised patch
+    embedding, so attention can pick patches by position from the first steps.
+    """
+    if width % 4:
+        raise ValueError(f"2D sin-cos position embeddings need a width divisible by 4, got {width}")
+    h, w = grid
+    quarter = width // 4
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter, dtype=jnp.float32) / quarter))
+    rows = jnp.repeat(jnp.arange(h, dtype=jnp.float32), w)[:, None] * freqs
+    cols = jnp.tile(jnp.arange(w, dtype=jnp.float32), h)[:, None] * freqs
+    return jnp.concatenate([jnp.sin(rows), jnp.cos(rows), jnp.sin(cols), jnp.cos(cols)], axis=1)
+
+
 def swiglu_width(width: int) -> int:
     """FlexTok's SwiGLU hidden size, `8/3 * width` rounded up to a multiple of 8."""
     return -(-int(8 * width / 3) // 8) * 8
