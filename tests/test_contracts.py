@@ -86,5 +86,6 @@ def test_every_sampler_runs_or_refuses_every_head_through_the_cli(
     with open(os.path.join(tmp_path, "stats.json")) as f:
         assert json.load(f)["method"] == method
     steps = model.generator.num_steps
-    assert stats["steps_per_sample"] == steps and stats["tokens_generated"] == 3 * 256
+    tokens = model.generator.spec.num_tokens
+    assert stats["steps_per_sample"] == steps and stats["tokens_generated"] == 3 * tokens
     assert stats["forward_passes"] <= steps and stats["step_compression"] >= 1.0
