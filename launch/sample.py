@@ -51,6 +51,7 @@ or `VISGEN_DEBUG=1` shows its traceback.
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -375,8 +376,6 @@ def run(argv=None) -> dict:
     # every token and the prefix is decoded.
     steps_run = generator.num_steps
     if args.num_tokens is not None and args.method == "ar":
-        import functools
-
         per_step = generator.num_tokens // generator.num_steps
         steps_run = -(-args.num_tokens // per_step)
         sampler = functools.partial(sampler, num_steps=steps_run)

@@ -30,8 +30,8 @@ APG (plain CFG), and no FSQ `corrupt_tokens_p` (`drop_quant_p` is the FSQ
 quantizer's option). Images only (no video).
 
 Not in the paper: `head_init_std`, the register head's own init (the paper
-zero-initialises it). The tiny
-config's other departures are hyperparameters (`configs/flextok.py`).
+zero-initialises it). The tiny config's other departures are hyperparameters
+(`configs/flextok.py`).
 """
 
 import math
