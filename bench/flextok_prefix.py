@@ -2,7 +2,8 @@ r"""FlexTok's claim in kind: one trained model, reconstructions from every prefi
 
   python -m bench.flextok_prefix --workdir outputs/flextok_tiny --out outputs/flextok_prefix \
       [--ks 1,2,4,8,16,32] [--max-examples 1000] [--rows 8] \
-      [--generator outputs/ar_flextok --num-samples 500] [--diagnose] [--data-dir DIR]
+      [--generator outputs/ar_flextok --num-samples 500] [--diagnose] [--data-dir DIR] \
+      [--baseline outputs/titok_k8 --baseline outputs/titok_k32] [--generation-only]
 
 For each k, from the workdir's EMA weights on its eval split (the first
 `--max-examples` images): rFID under the `shapes` feature network, global
@@ -22,6 +23,12 @@ each k gets its gFID against the test split and the classifier's accuracy
 on the requested class (`<out>/generation.json`, `<out>/samples_k*/`). The
 AR sampler stops after the k steps that draw a k-token prefix (the same ids
 as a full draw's first k), so `ar_steps_per_image` is k.
+
+With `--baseline` (repeatable), the same reconstruction metrics of tokenizers
+trained separately at one token count each (the paper's comparison: TiTok-tiny
+at 8 and at 32 tokens, `configs/titok.py:tiny,tokens=K`), from all their
+tokens (`<out>/baselines.json`). `--generation-only` skips FlexTok's own
+reconstructions.
 
 With `--diagnose`, where the tokens' information goes (`<out>/diagnose.json`):
 the flow loss at fixed times t with the first k registers and with the null
@@ -230,6 +237,35 @@ def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int
     print(json.dumps(result, indent=2))
 
 
+def baseline_rows(args: argparse.Namespace) -> list[dict]:
+    """The same metrics for tokenizers trained separately at one token count each
+    (`--baseline`, e.g. TiTok-tiny at 8 and at 32 tokens), decoded from all their tokens."""
+    from visgen.evaluation import load_features, workdir_fid
+    from visgen.train.workdir import load_config
+
+    features = load_features("shapes")
+    rows = []
+    for workdir in args.baseline:
+        config = load_config(workdir)
+        res = workdir_fid(
+            workdir,
+            features,
+            max_examples=args.max_examples,
+            batch_size=args.batch_size,
+            data_dir=args.data_dir,
+        )
+        row = {key: res[key] for key in ("rfid", "psnr", "ssim", "class_accuracy")}
+        row.update(
+            workdir=workdir,
+            tokenizer=config.tokenizer.name,
+            k=int(config.tokenizer.get("num_tokens", 0)),
+            class_accuracy_originals=res["class_accuracy_originals"],
+        )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a trained FlexTok workdir")
@@ -241,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--generator", default="", help="an AR workdir on this FlexTok's ids")
     parser.add_argument("--num-samples", type=int, default=500)
-    parser.add_argument("--generation-only", action="store_true", help="skip reconstructions")
+    parser.add_argument(
+        "--generation-only", action="store_true", help="skip the FlexTok reconstructions"
+    )
+    parser.add_argument(
+        "--baseline", action="append", default=[],
+        help="a tokenizer workdir trained at one token count (repeatable): baselines.json",
+    )  # fmt: skip
     parser.add_argument(
         "--diagnose", action="store_true", help="also write diagnose.json (see the docstring)"
     )
@@ -252,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.generation_only:
         reconstruction_by_k(args, ks, seeds)
+    if args.baseline:
+        os.makedirs(args.out, exist_ok=True)
+        rows = baseline_rows(args)
+        with open(os.path.join(args.out, "baselines.json"), "w") as f:
+            json.dump({"max_examples": args.max_examples, "rows": rows}, f, indent=2)
     if args.generator:
         rows = generation_by_k(args.generator, args.out, ks, args.num_samples)
         with open(os.path.join(args.out, "generation.json"), "w") as f:

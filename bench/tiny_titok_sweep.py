@@ -36,9 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from visgen.evaluation.features import WEIGHTS_DIR
 from visgen.metrics import image
-from visgen.metrics.classifier import load_feature_net
+from visgen.metrics.classifier import WEIGHTS_DIR, load_feature_net
 from visgen.nn.frozen import FrozenSnapshot
 from visgen.tasks.tokenizer import TokenizerLossConfig, TokenizerTask
 from visgen.train.optim import OptimConfig, learning_rate_schedule, make_optimizer

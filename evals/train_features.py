@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="", help="TFDS data dir ('' = TFDS default)")
     parser.add_argument("--steps", type=int, default=0, help="0 = the dataset's recipe")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--channels", default="", help="conv blocks' channels, e.g. 32,64 ('' = the recipe's)"
+    )
     args = parser.parse_args(argv)
 
     from visgen.metrics.classifier import save_feature_net
@@ -181,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.dataset]
     if args.steps:
         recipe = dataclasses.replace(recipe, steps=args.steps)
+    if args.channels:
+        try:
+            channels = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            parser.error(f"--channels must be comma-separated ints, got {args.channels!r}")
+        if not channels or min(channels) < 1:
+            parser.error(f"--channels must be positive, got {args.channels!r}")
+        recipe = dataclasses.replace(recipe, channels=channels)
     try:
         model, metadata = train(args.dataset, recipe, data_dir=args.data_dir, seed=args.seed)
     except (FileNotFoundError, ValueError) as e:

@@ -26,7 +26,9 @@ trained on its tokens; the default, `vq2d`, is `make demo`'s. The stages:
 5. evaluates under the `shapes` feature network (`evals/weights/shapes.npz`):
    the FID of 500 guided samples against the test split, and the rFID and,
    for discrete tokens, pFID (RobusTok token perturbation at alpha 0.1, 0.2,
-   0.3) of the tokenizer.
+   0.3) of the tokenizer; for a recipe with `prefix_ks` (FlexTok), also the
+   FID of samples drawn in k AR steps and decoded from those k tokens, at each
+   prefix length k (`<out>/samples_k<k>/`).
 
 Every stage resumes if interrupted and a finished one is reused. All
 numbers go to `<out>/metrics.json`.
@@ -130,6 +132,45 @@ def _sample_sjd(sample_cli, argv: list[str]) -> dict | None:
         f"{sjd['row_step_compression']:.2f} per sample alone"
     )
     return sjd
+
+
+def _prefix_metrics(sample_cli, argv, ks, done: dict, features, out: str, data_dir: str):
+    """Per prefix length k: gFID and class accuracy of samples drawn in k AR steps and
+    decoded from those k tokens (`<out>/samples_k<k>/`). `done` maps a k already
+    sampled (the demo's own `--num-tokens`) to its row (`ar_steps_per_sample`,
+    `gfid`, `class_accuracy`), reused. The per-k reconstructions are
+    `bench/flextok_prefix.py`'s (they would not fit in the demo's 10 minutes)."""
+    from visgen.evaluation import generation_fid, load_labels, load_samples
+
+    argv = list(argv)
+    if "--num-tokens" in argv:
+        at = argv.index("--num-tokens")
+        del argv[at : at + 2]
+    rows = []
+    for k in ks:
+        row = done.get(k)
+        if row is None:
+            folder = os.path.join(out, f"samples_k{k}")
+            args = [*argv, "--num-tokens", str(k)]
+            args[args.index("--out") + 1] = folder
+            stats = sample_cli.run(args)
+            npz = os.path.join(folder, "samples.npz")
+            images = load_samples(npz)
+            gen = generation_fid(
+                images, features, samples_name=npz, labels=load_labels(npz, len(images)),
+                ref_dataset="shapes", ref_split="test", data_dir=data_dir,
+            )  # fmt: skip
+            row = dict(
+                ar_steps_per_sample=stats["steps_per_sample"], gfid=gen["fid"],
+                class_accuracy=gen["class_accuracy"],
+            )  # fmt: skip
+        row = dict(k=k, **row)
+        rows.append(row)
+        print(
+            f"      k = {k:2d} tokens ({row['ar_steps_per_sample']} AR steps): samples FID "
+            f"{row['gfid']:.1f}, the requested class in {100 * row['class_accuracy']:.0f}%"
+        )
+    return rows
 
 
 def _print_generator_loss(gen: dict) -> None:
@@ -286,6 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {'-' if a is None else f'{100 * a:.0f}%'}" for k, a in per_class)
     )
 
+    if recipe.prefix_ks:
+        done = {}
+        if "--num-tokens" in argv:  # the samples just scored: that k's row
+            done[int(argv[argv.index("--num-tokens") + 1])] = dict(
+                ar_steps_per_sample=metrics["sampling"]["steps_per_sample"],
+                gfid=metrics["fid"]["fid"],
+                class_accuracy=metrics["fid"]["class_accuracy"],
+            )
+        metrics["by_k"] = _prefix_metrics(
+            sample_cli, argv, recipe.prefix_ks, done, features, out, data_dir
+        )
     metrics["demo_seconds"] = time.perf_counter() - t0
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -29,6 +29,9 @@ class Recipe:
         anyway; False skips the attempt).
       pfid: whether the tokenizer's pFID (token perturbation within the
         codebook) is measured: discrete tokens only.
+      prefix_ks: for a tokenizer whose every prefix decodes (FlexTok), the
+        prefix lengths k at which the demo also samples (`--num-tokens k`) and
+        measures gFID.
     """
 
     tokenizer: str
@@ -38,6 +41,7 @@ class Recipe:
     sample_args: tuple[str, ...] = ()
     sjd: bool = True
     pfid: bool = True
+    prefix_ks: tuple[int, ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {
@@ -57,9 +61,11 @@ RECIPES: dict[str, Recipe] = {
         tokenizer="configs/flextok.py:tiny",
         generator="configs/ar.py:tokenizer=flextok,tiny",
         summary="FlexTok (32 1D FSQ tokens, any prefix decodes with a rectified-flow decoder) "
-        "+ AR with a categorical head; samples drawn in 8 AR steps and decoded from those 8 tokens",
+        "+ AR with a categorical head; samples drawn in 8 AR steps and decoded from those 8 "
+        "tokens, and gFID at k = 2, 8 and 32 tokens",
         sample_args=("--num-tokens", "8"),
         pfid=False,
+        prefix_ks=(2, 8, 32),
     ),
     "mar": Recipe(
         tokenizer="configs/vq2d.py:tiny,latent=vae",

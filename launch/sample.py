@@ -374,10 +374,11 @@ def run(argv=None) -> dict:
     # A causal generator's first k tokens are a k-step sample's: plain AR stops after the
     # steps that draw them (the same tokens as the full draw's first k); SJD and MAR draw
     # every token and the prefix is decoded.
-    steps_run = generator.num_steps
+    steps_run, tokens_drawn = generator.num_steps, generator.num_tokens
     if args.num_tokens is not None and args.method == "ar":
         per_step = generator.num_tokens // generator.num_steps
         steps_run = -(-args.num_tokens // per_step)
+        tokens_drawn = steps_run * per_step
         sampler = functools.partial(sampler, num_steps=steps_run)
     decode = nnx.jit(lambda m, t: task.decode(m, t, num_tokens=args.num_tokens))
     batch = min(args.batch_size, args.num)
@@ -426,7 +427,8 @@ def run(argv=None) -> dict:
         "num": int(args.num),
         "seconds": seconds,
         "images_per_s": args.num / seconds,
-        "tokens_generated": int(args.num * model.generator.num_tokens),
+        # Per sample, the tokens of the steps run (a k-token prefix stops plain AR early).
+        "tokens_generated": int(args.num * tokens_drawn),
         "steps_per_sample": int(steps_run),
         **_pass_stats(totals, batches, batch, steps_run, bool(sjd)),
         "method": args.method,

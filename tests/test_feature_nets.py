@@ -38,6 +38,20 @@ def test_shipped_net_loads_with_documented_shapes(name):
     assert not jax.tree.leaves(nnx.state(nnx.merge(features.graphdef, features.state), nnx.Param))
 
 
+def test_the_repa_net_is_another_net_than_the_metrics_one():
+    # FlexTok's REPA target (`visgen.tokenizers.repa`): trained like `shapes` but with
+    # another seed and architecture, so the metrics do not score their own training signal.
+    path = os.path.join(WEIGHTS_DIR, "shapes_repa.npz")
+    assert os.path.getsize(path) < 2_500_000, "weights are kept in the repo: keep them small"
+    repa, meta = load_feature_net(path)
+    shapes, shapes_meta = load_feature_net(os.path.join(WEIGHTS_DIR, "shapes.npz"))
+    assert meta["dataset"] == "shapes" and meta["seed"] != shapes_meta["seed"]
+    assert repa.channels != shapes.channels
+    assert meta["test_accuracy"] >= MIN_TEST_ACCURACY["shapes"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    assert [m.shape for m in repa.feature_maps(images)] == [(2, 16, 16, 32), (2, 8, 8, 64)]
+
+
 def test_shipped_shapes_net_classifies_the_test_split(shapes_dir):
     # The fixture's 64 test images are the first 64 of the full test split.
     model, meta = load_feature_net(os.path.join(WEIGHTS_DIR, "shapes.npz"))

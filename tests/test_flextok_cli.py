@@ -54,10 +54,38 @@ def test_sample_decodes_a_prefix_of_the_generated_ids(flextok, trained_workdir, 
     # Plain AR stops after the 4 steps that draw the prefix (one pass per step, one batch).
     assert stats["num_tokens"] == 4 and stats["steps_per_sample"] == 4
     assert stats["forward_passes"] == 4 and stats["step_compression"] == 1.0
+    assert stats["tokens_generated"] == 3 * 4
     with np.load(tmp_path / "k4" / "samples.npz") as f:
         assert f["images"].shape == (3, 32, 32, 3)
     full = sample_cli.run([*argv[:-2], "--out", str(tmp_path / "all")])
     assert full["steps_per_sample"] == 32 and full["forward_passes"] == 32
+    assert full["tokens_generated"] == 3 * 32
     with pytest.raises(sample_cli.UsageError, match="1..32"):
         sample_cli.run(["--workdir", generator, "--num", "3", "--num-tokens", "0", "--out",
                         str(tmp_path / "bad")])  # fmt: skip
+
+
+def test_the_demo_measures_each_prefix_length(flextok, trained_workdir, shapes_dir, tmp_path):
+    from launch import demo
+    from launch import sample as sample_cli
+    from visgen.evaluation import load_features
+
+    generator = trained_workdir("configs/ar.py:tokenizer=flextok,tiny", tokenizer_workdir=flextok)
+    # The demo's own sampling flags, with its --num-tokens replaced per k; k = 8 was
+    # sampled by the demo already, so its result is reused, not drawn again.
+    argv = ["--workdir", generator, "--out", str(tmp_path / "s"), "--num", "4", "--num-tokens", "8"]
+    done = {8: {"ar_steps_per_sample": 8, "gfid": 1.5, "class_accuracy": 0.25}}
+    features = load_features("shapes")
+    rows = demo._prefix_metrics(
+        sample_cli, argv, (1, 4, 8), done, features, str(tmp_path), shapes_dir
+    )
+    assert [r["k"] for r in rows] == [1, 4, 8] and [r["ar_steps_per_sample"] for r in rows] == [
+        1,
+        4,
+        8,
+    ]
+    assert rows[2]["gfid"] == 1.5 and not os.path.exists(tmp_path / "samples_k8")
+    for row in rows[:2]:
+        assert np.isfinite(row["gfid"]) and 0 <= row["class_accuracy"] <= 1
+        with open(tmp_path / f"samples_k{row['k']}" / "stats.json") as f:
+            assert json.load(f)["steps_per_sample"] == row["k"]

@@ -16,7 +16,6 @@ PSNR/SSIM). gFID, rFID and pFID share one feature-extraction path
 from visgen.evaluation.features import (
     CLASSIFIER_FEATURES,
     FEATURE_NAMES,
-    WEIGHTS_DIR,
     FeatureNetwork,
     load_features,
 )
@@ -25,6 +24,7 @@ from visgen.evaluation.perturbation import DEFAULT_ALPHAS, nearest_codes, pertur
 from visgen.evaluation.reconstruction import has_codebook, reconstruction_fid, workdir_fid
 from visgen.evaluation.samples import SAMPLE_KEYS, load_labels, load_samples
 from visgen.evaluation.task_eval import evaluate_workdir
+from visgen.metrics.classifier import WEIGHTS_DIR
 
 __all__ = [
     "CLASSIFIER_FEATURES",

@@ -19,7 +19,6 @@ accumulate on the host in float64 (`visgen.metrics.fid`).
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,13 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-# The shipped classifier weights live beside the tool that trains them
-# (`evals/train_features.py`), at the top of a source checkout.
-WEIGHTS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "evals",
-    "weights",
-)
 CLASSIFIER_FEATURES = ("shapes", "digits")
 FEATURE_NAMES = ("inception", *CLASSIFIER_FEATURES)
 
@@ -100,9 +92,9 @@ def load_features(name: str, *, inception_weights: str = "") -> FeatureNetwork:
         info = {"weights": inception_weights, "resolution": INPUT_SIZE, "feature_dim": POOL_DIM}
         return FeatureNetwork(name, POOL_DIM, *nnx.split(model), info)
     if name in CLASSIFIER_FEATURES or name.endswith(".npz"):
-        from visgen.metrics.classifier import load_feature_net
+        from visgen.metrics.classifier import feature_net_path, load_feature_net
 
-        path = name if name.endswith(".npz") else os.path.join(WEIGHTS_DIR, f"{name}.npz")
+        path = feature_net_path(name)
         model, meta = load_feature_net(path)
         keys = ("dataset", "label", "resolution", "feature_dim", "num_classes", "test_accuracy")
         info = {"weights": path, **{k: meta.get(k) for k in keys}}

@@ -47,6 +47,13 @@ from flax import nnx
 from visgen.nn.frozen import freeze
 
 _PRECISION = jax.lax.Precision.HIGHEST
+# The shipped classifier weights live beside the tool that trains them
+# (`evals/train_features.py`), at the top of a source checkout.
+WEIGHTS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "evals",
+    "weights",
+)
 METADATA_KEY = "metadata"
 # Keys of the metadata that `FeatureNet.__init__` takes.
 ARCHITECTURE_KEYS = ("num_classes", "resolution", "channels", "feature_dim")
@@ -99,8 +106,9 @@ class FeatureNet(nnx.Module):
         self.dense = nnx.Linear(side * side * c_in, feature_dim, precision=_PRECISION, rngs=rngs)
         self.head = nnx.Linear(feature_dim, num_classes, precision=_PRECISION, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> ClassifierFeatures:
-        """Features `[B, F]` and logits `[B, C]` of images `[B, H, W, 3]` in [0, 255]."""
+    def feature_maps(self, images: jax.Array) -> list[jax.Array]:
+        """Each conv block's output of images `[B, H, W, 3]` in [0, 255]: block `i`
+        gives `[B, R / 2^(i+1), R / 2^(i+1), channels[i]]` (after its ReLU and pool)."""
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected images [B, H, W, 3], got shape {images.shape}")
         x = images.astype(jnp.float32)
@@ -108,9 +116,15 @@ class FeatureNet(nnx.Module):
         if x.shape[1:3] != (r, r):
             x = jax.image.resize(x, (x.shape[0], r, r, 3), "linear", antialias=True)
         x = x / 127.5 - 1.0
+        maps = []
         for conv in self.convs:
-            x = jax.nn.relu(conv(x))
-            x = nnx.max_pool(x, (2, 2), strides=(2, 2))  # [B, r / 2^(i+1), ..., c_i]
+            x = nnx.max_pool(jax.nn.relu(conv(x)), (2, 2), strides=(2, 2))
+            maps.append(x)
+        return maps
+
+    def __call__(self, images: jax.Array) -> ClassifierFeatures:
+        """Features `[B, F]` and logits `[B, C]` of images `[B, H, W, 3]` in [0, 255]."""
+        x = self.feature_maps(images)[-1]
         features = jax.nn.relu(self.dense(x.reshape(x.shape[0], -1)))
         return ClassifierFeatures(features, self.head(features))
 
@@ -165,6 +179,12 @@ def save_feature_net(path: str, model: FeatureNet, metadata: dict[str, Any]) -> 
     # A file handle keeps `path` exact (np.savez on a name appends ".npz").
     with open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
+
+
+def feature_net_path(name: str) -> str:
+    """A shipped net's weights file (`shapes` -> `evals/weights/shapes.npz`), or `name`
+    itself when it is a path to a `.npz`."""
+    return name if name.endswith(".npz") else os.path.join(WEIGHTS_DIR, f"{name}.npz")
 
 
 def load_feature_net(path: str) -> tuple[FeatureNet, dict[str, Any]]:

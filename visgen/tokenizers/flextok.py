@@ -23,11 +23,16 @@ in `../shared/papers/tokenizers.md` section 2). Written from those facts:
   an Euler sampler of `decode_steps` steps integrates from noise (`rng`; a
   fixed key when None, so evaluation is deterministic).
 
+- REPA (`repa_features`, `visgen.tokenizers.repa`): the patch tokens' hidden
+  states after decoder block `repa_layer` are aligned with a frozen encoder's
+  features of the clean image, as the paper's decoder is with DINOv2-L's.
+
 Simplified against the paper (also in the README zoo row): the patches are
 pixel patches, not a frozen VAE latent's (no VAE in this tree at 256 px);
-no REPA loss (it needs DINOv2 weights, which are not available offline); no
-APG (plain CFG), and no FSQ `corrupt_tokens_p` (`drop_quant_p` is the FSQ
-quantizer's option). Images only (no video).
+REPA's encoder is a small classifier of the embedded data, not DINOv2-L
+(whose weights are not available offline), so the 256 px configs train
+without REPA; no APG (plain CFG), and no FSQ `corrupt_tokens_p`
+(`drop_quant_p` is the FSQ quantizer's option). Images only (no video).
 
 Not in the paper: `head_init_std`, the register head's own init (the paper
 zero-initialises it). The tiny config's other departures are hyperparameters
@@ -55,6 +60,7 @@ from visgen.tokenizers.flextok_nn import (
     plain_norm,
     sincos_2d,
 )
+from visgen.tokenizers.repa import RepaAlignment
 
 PAPER_QUANTIZER = MappingProxyType(dict(name="fsq", levels=(8, 8, 8, 5, 5, 5)))
 KEEP_DISTRIBUTIONS = ("uniform", "pow2")
@@ -179,17 +185,30 @@ class FlexTokDecoder(nnx.Module):
         self.final = AdaLNOutput(width, patch_dim, rngs=rngs)
 
     def __call__(
-        self, x_t: jax.Array, t: jax.Array, latents: jax.Array, keep: jax.Array, null: jax.Array
-    ) -> jax.Array:
+        self,
+        x_t: jax.Array,
+        t: jax.Array,
+        latents: jax.Array,
+        keep: jax.Array,
+        null: jax.Array,
+        *,
+        hidden_after: int = 0,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The velocity; with `hidden_after=L > 0` also the patch tokens' hidden
+        states `[B, N, D]` after block `L` (what REPA aligns): `(velocity, hidden)`."""
         patches = self.patch_embed(x_t.astype(self.dtype)).astype(jnp.float32) + self.pos()
         regs = self.register_embed(latents.astype(jnp.float32))
         regs = nested_dropout(regs, keep, self.mask_token[...])
         regs = jnp.where(null[:, None, None], self.null_registers[...][None], regs)
         x = jnp.concatenate([patches, regs + self.register_pos[...]], axis=1)
         c = jax.nn.silu(self.time(t))
-        for block in self.blocks:
+        hidden = None
+        for i, block in enumerate(self.blocks):
             x = block(x, c)
-        return self.final(x[:, : self.num_patches], c).astype(jnp.float32)
+            if i + 1 == hidden_after:
+                hidden = x[:, : self.num_patches]
+        v = self.final(x[:, : self.num_patches], c).astype(jnp.float32)
+        return v if hidden is None else (v, hidden)
 
 
 class FlexTok(nnx.Module):
@@ -211,6 +230,10 @@ class FlexTok(nnx.Module):
       init_std: std of the linear layers' init.
       head_init_std: std of the encoder's register head (before FSQ); None = `init_std`.
       pos_embed: patch positions, `sincos` (fixed 2D, the paper's) or `learned`.
+      repa_features: REPA's frozen encoder (`visgen.tokenizers.repa`): a
+        `FeatureNet` weights `.npz` or a shipped net's name; "" = no REPA.
+      repa_layer: the decoder block after which REPA aligns the patch tokens.
+      repa_weight: the REPA loss's weight.
       dtype: compute dtype; params, residual stream and norms are float32.
       rngs: parameter initialisation.
     """
@@ -236,6 +259,9 @@ class FlexTok(nnx.Module):
         init_std: float = 0.02,
         head_init_std: float | None = None,
         pos_embed: str = "sincos",
+        repa_features: str = "",
+        repa_layer: int = 1,
+        repa_weight: float = 0.5,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -248,6 +274,8 @@ class FlexTok(nnx.Module):
             raise ValueError(f"nested_dropout=pow2 needs a power-of-two K, got {num_registers}")
         if decode_steps < 1:
             raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
+        if repa_features and not 1 <= repa_layer <= decoder_depth:
+            raise ValueError(f"repa_layer must be in 1..{decoder_depth}, got {repa_layer}")
         quantizer = quantizer_kwargs(quantizer, dim=token_dim, owner="FlexTok token_dim")
         self.input_shape = (image_size, image_size, 3)
         self.patch = (patch_size, patch_size)
@@ -271,6 +299,12 @@ class FlexTok(nnx.Module):
             head_init=nnx.initializers.normal(stddev=head_std), **shared,
         )  # fmt: skip
         self.decoder = FlexTokDecoder(depth=decoder_depth, token_dim=token_dim, **shared)
+        self.repa_layer, self.repa_weight = repa_layer, repa_weight
+        self.repa = (
+            RepaAlignment(repa_features, width=width, grid=self.grid, hidden=2 * width, rngs=rngs)
+            if repa_features
+            else None
+        )
         self.quantizer = make_quantizer(**quantizer, rngs=rngs)
         if self.quantizer.kind != "discrete":
             raise ValueError(f"FlexTok needs a discrete quantizer, got {quantizer['name']!r}")
@@ -379,7 +413,8 @@ class FlexTok(nnx.Module):
         self, x: jax.Array, *, text: jax.Array | None = None, rng: jax.Array | None = None
     ) -> TokenizerOutput:
         """The rectified-flow loss `mean ||v(x_t, t) - (eps - x0)||^2` over patches, with
-        nested dropout and null-register dropout; no pixel regression by the task."""
+        nested dropout and null-register dropout, plus the weighted REPA loss (`repa`)
+        when `repa_features` is set; no pixel regression by the task."""
         if rng is None:
             raise ValueError("FlexTok.training_step needs an rng (noise, times, nested dropout)")
         t_rng, eps_rng, keep_rng, null_rng, quant_rng = jax.random.split(rng, 5)
@@ -390,12 +425,20 @@ class FlexTok(nnx.Module):
         eps = jax.random.normal(eps_rng, x0.shape, jnp.float32)
         keep = sample_keep(keep_rng, b, self.num_registers, self.keep_distribution)
         null = jax.random.bernoulli(null_rng, self.cfg_dropout, (b,))
-        v = self.decoder(rf.interpolate(x0, eps, t), t, encoded.latents, keep, null)
-        flow = jnp.mean(jnp.square(v - rf.velocity_target(x0, eps)))
+        x_t = rf.interpolate(x0, eps, t)
+        losses = dict(encoded.losses)
+        if self.repa is None:
+            v = self.decoder(x_t, t, encoded.latents, keep, null)
+        else:
+            v, hidden = self.decoder(
+                x_t, t, encoded.latents, keep, null, hidden_after=self.repa_layer
+            )
+            losses["repa"] = self.repa_weight * self.repa(hidden, x)
+        losses["flow"] = jnp.mean(jnp.square(v - rf.velocity_target(x0, eps)))
         stats = {**encoded.stats, "keep_mean": jnp.mean(keep.astype(jnp.float32))}
         return TokenizerOutput(
             recon=None,
-            losses={**encoded.losses, "flow": flow},
+            losses=losses,
             stats=stats,
             encoded=encoded,
             regress_pixels=False,
