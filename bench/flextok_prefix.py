@@ -183,6 +183,12 @@ def diagnose(tokenizer, images: jax.Array, labels: np.ndarray, ks: list[int]) ->
     }
 
 
+def _recon_row(res: dict) -> dict:
+    """The reconstruction metrics a row reports, from a `workdir_fid` result."""
+    keys = ("rfid", "psnr", "ssim", "class_accuracy", "class_accuracy_originals")
+    return {key: res[key] for key in keys}
+
+
 def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int]) -> None:
     """The per-k reconstruction table, the grid and the decode-noise spread into `args.out`."""
     from visgen.data import DataConfig, make_eval_iterator
@@ -215,8 +221,7 @@ def reconstruction_by_k(args: argparse.Namespace, ks: list[int], seeds: list[int
             num_tokens=k,
             data_dir=args.data_dir,
         )
-        row = {key: res[key] for key in ("rfid", "psnr", "ssim", "class_accuracy")}
-        row.update(k=k, class_accuracy_originals=res["class_accuracy_originals"])
+        row = dict(k=k, **_recon_row(res))
         rows.append(row)
         print(json.dumps(row), flush=True)
     batch = next(iter(make_eval_iterator(data, batch_size=args.rows, max_examples=args.rows)))
@@ -254,12 +259,11 @@ def baseline_rows(args: argparse.Namespace) -> list[dict]:
             batch_size=args.batch_size,
             data_dir=args.data_dir,
         )
-        row = {key: res[key] for key in ("rfid", "psnr", "ssim", "class_accuracy")}
-        row.update(
+        row = dict(
             workdir=workdir,
             tokenizer=config.tokenizer.name,
             k=int(config.tokenizer.get("num_tokens", 0)),
-            class_accuracy_originals=res["class_accuracy_originals"],
+            **_recon_row(res),
         )
         rows.append(row)
         print(json.dumps(row), flush=True)

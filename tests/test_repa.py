@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_flextok import _randomised  # every parameter perturbed: adaLN-zero gates open
 
 from visgen.metrics.classifier import FeatureNet, save_feature_net
 from visgen.nn.frozen import Frozen
@@ -57,16 +58,6 @@ def test_the_target_is_the_block_at_the_patch_grid_and_the_loss_is_one_minus_cos
     assert jax.tree.leaves(nnx.state(repa.net, Frozen))
     assert not jax.tree.leaves(nnx.state(repa.net, nnx.Param))
     assert len(jax.tree.leaves(nnx.state(repa, nnx.Param))) == 6
-
-
-def _randomised(model: nnx.Module, scale: float = 0.3) -> nnx.Module:
-    """Every parameter perturbed, so the adaLN-zero gates let the registers reach the patches."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(7), len(leaves))
-    noise = [jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
-    leaves = [x + scale * n for x, n in zip(leaves, noise, strict=True)]
-    return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves), rest)
 
 
 def test_repa_trains_the_encoder_through_the_registers(weights):
